@@ -1,0 +1,59 @@
+"""Stage `download`: bring the chosen dataset into ``data/raw`` in the normalised layout.
+
+``data.source`` picks the dataset; ``data.url`` may point at a mirror (URL, local archive or folder).
+The folder is built beside ``data/raw`` and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from stages import params
+from stages.archives import extract
+from stages.cli import UserError, run
+from stages.datasets import SOURCES, clip_paths, read_list, write_speaker_disjoint_lists
+from stages.fetch import fetch
+from stages.fileio import atomic_dir
+
+RAW = Path("data/raw")
+
+
+def download(config: dict, out: Path) -> None:
+    """Fill the empty folder ``out`` with the configured dataset."""
+    if config["source"] == "synthetic":
+        from stages.synth import generate  # espeak is only needed for this source
+
+        if config["url"]:
+            raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
+        generate(out, config["synthetic_clips"], config["seed"])
+        write_speaker_disjoint_lists(out)
+        return
+    source = SOURCES[config["source"]]
+    location = config["url"] or source.url
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as work:
+        local = fetch(location, Path(work), config["sha256"] or source.sha256)
+        if not local.is_dir():
+            extracted = Path(work) / "extracted"
+            extracted.mkdir()
+            extract(local, extracted)
+            local = extracted
+        source.normalise(local, out)
+
+
+def main() -> None:
+    config = params.load("data")
+    with atomic_dir(RAW) as out:
+        download(config, out)
+    paths = clip_paths(RAW)
+    held_out = {split: len(read_list(RAW, split)) for split in ("validation", "test")}
+    print(
+        f"{RAW}: {len(paths)} clips from '{config['source']}' "
+        f"({held_out['validation']} validation, {held_out['test']} test)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run(main)

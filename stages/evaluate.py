@@ -1,0 +1,79 @@
+"""Stage `evaluate`: score the trained model on the held-out test split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stages import params
+from stages.cli import run
+from stages.datasets import load_split
+from stages.fileio import write_json, write_text
+from stages.models import load_checkpoint
+from stages.runtime import batched_logits, select_device
+
+MODEL = Path("models/model.pt")
+TEST = Path("data/processed/test.pt")
+METRICS = Path("metrics/eval.json")
+CONFUSION = Path("plots/confusion.csv")
+
+
+def classification_report(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> dict:
+    """Accuracy, macro-F1 and per-class precision, recall, F1 and support."""
+    per_class = {}
+    for index, name in enumerate(label_names):
+        true_positive = ((predicted == index) & (actual == index)).sum().item()
+        predicted_count = (predicted == index).sum().item()
+        support = (actual == index).sum().item()
+        precision = true_positive / predicted_count if predicted_count else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return {
+        "accuracy": (predicted == actual).float().mean().item(),
+        "macro_f1": sum(item["f1"] for item in per_class.values()) / len(per_class),
+        "per_class": per_class,
+    }
+
+
+def confusion_csv(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows((label_names[a], label_names[p]) for a, p in zip(actual.tolist(), predicted.tolist(), strict=True))
+    return buffer.getvalue()
+
+
+def main() -> None:
+    config = params.load("evaluate")
+    device = select_device(config["device"])
+    model, checkpoint = load_checkpoint(MODEL, device)
+    test = load_split(TEST)
+    label_names = checkpoint["label_names"]
+    logits = batched_logits(model, test["waveforms"].to(device), config["batch_size"]).cpu()
+    actual = test["labels"]
+    predicted = logits.argmax(dim=1)
+    report = classification_report(predicted, actual, label_names)
+    metrics = {
+        "accuracy": report["accuracy"],
+        "loss": F.cross_entropy(logits, actual).item(),
+        "macro_f1": report["macro_f1"],
+        "clips": len(actual),
+        "correct": int((predicted == actual).sum()),
+        "per_class": report["per_class"],
+    }
+    write_json(METRICS, metrics)
+    write_text(CONFUSION, confusion_csv(predicted, actual, label_names))
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} on {metrics['clips']} clips, loss {metrics['loss']:.4f}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,66 @@
+"""Predict the spoken digit of audio files: ``python -m stages.predict FILE.wav [FILE ...] [--json]``.
+
+Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does.
+A file that cannot be read is reported on its own; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stages.audio import BadAudio, prepare
+from stages.cli import run
+from stages.models import load_checkpoint
+
+MODEL = Path("models/model.pt")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, waveform: torch.Tensor, label_names: list[str], top: int = 3) -> list[tuple[str, float]]:
+    """The ``top`` most likely labels of one prepared ``[1, samples]`` waveform, with their probabilities."""
+    probabilities = model(waveform.unsqueeze(0)).softmax(dim=-1)[0]
+    values, indices = probabilities.topk(min(top, len(label_names)))
+    return [(label_names[index], value) for index, value in zip(indices.tolist(), values.tolist(), strict=True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path, help="audio files (WAV, FLAC, OGG)")
+    parser.add_argument("--model", type=Path, default=MODEL, help=f"checkpoint (default: {MODEL})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    args = parser.parse_args(argv)
+    model, checkpoint = load_checkpoint(args.model)
+    audio = checkpoint["audio"]
+    failures = 0
+    for path in args.files:
+        try:
+            waveform = prepare(path, audio["sample_rate"], audio["samples"] / audio["sample_rate"])
+        except BadAudio as error:
+            failures += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(error)}))
+            print(f"error: {path}: {error}", file=sys.stderr)
+            continue
+        ranking = predict(model, waveform, checkpoint["label_names"])
+        if args.json:
+            top3 = [{"label": label, "probability": round(p, 6)} for label, p in ranking]
+            print(
+                json.dumps(
+                    {"file": str(path), "label": ranking[0][0], "probability": round(ranking[0][1], 6), "top3": top3}
+                )
+            )
+        else:
+            alternatives = ", ".join(f"{label} {p:.3f}" for label, p in ranking)
+            print(f"{path}: {ranking[0][0]} ({ranking[0][1]:.3f})  top 3: {alternatives}")
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,125 @@
+"""Stage `preprocess`: decode every raw clip once into one cached tensor file per split.
+
+Each split file holds ``waveforms`` float32 ``[N, 1, samples]``, ``labels`` int64 ``[N]``, ``speakers`` and
+``paths``, plus the sorted ``label_names`` and the ``sample_rate``. Bad files are skipped and counted in
+``report.json``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from stages import params
+from stages.audio import BadAudio, prepare
+from stages.cli import UserError, run
+from stages.datasets import AUDIO_SUFFIXES, DIGITS, LIST_FILES, SPLITS, read_list, save_split, speaker_of, split_of
+from stages.fileio import atomic_dir, write_json
+
+RAW = Path("data/raw")
+PROCESSED = Path("data/processed")
+LABEL_NAMES = sorted(DIGITS)
+
+
+def scan(raw: Path) -> tuple[list[str], list[str]]:
+    """Relative paths of candidate clips under ``raw``, and the folders skipped as unknown labels."""
+    if not raw.is_dir():
+        raise UserError(f"{raw} is missing: run `dvc repro download` first")
+    clips, unknown = [], []
+    for folder in sorted(path for path in raw.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        if folder.name not in DIGITS:
+            print(f"warning: skipped folder {folder}: '{folder.name}' is not a digit label", file=sys.stderr)
+            unknown.append(folder.name)
+            continue
+        clips.extend(
+            path.relative_to(raw).as_posix()
+            for path in sorted(folder.iterdir())
+            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+        )
+    return clips, unknown
+
+
+def worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def decode(job: tuple[str, int, float]) -> tuple[str, torch.Tensor | None, str]:
+    """Prepare one clip in a worker; a bad file comes back as ``None`` and its reason."""
+    relpath, sample_rate, clip_seconds = job
+    try:
+        return relpath, prepare(RAW / relpath, sample_rate, clip_seconds), ""
+    except BadAudio as error:
+        return relpath, None, str(error)
+
+
+def preprocess(config: dict, out: Path) -> dict:
+    """Write the three split files into ``out`` and return the report."""
+    clips, unknown_folders = scan(RAW)
+    lists = {split: read_list(RAW, split) for split in LIST_FILES}
+    samples = round(config["sample_rate"] * config["clip_seconds"])
+    splits = {split: [path for path in clips if split_of(path, lists) == split] for split in SPLITS}
+    waveforms = {split: torch.zeros(len(paths), 1, samples) for split, paths in splits.items()}
+    position = {path: (split, index) for split, paths in splits.items() for index, path in enumerate(paths)}
+    kept = {split: torch.zeros(len(paths), dtype=torch.bool) for split, paths in splits.items()}
+    skipped = []
+    jobs = [(path, config["sample_rate"], config["clip_seconds"]) for path in clips]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count(), initializer=worker_init) as pool:
+        results = pool.imap_unordered(decode, jobs, chunksize=16)
+        for relpath, waveform, reason in tqdm(results, total=len(jobs), desc="preprocess", unit="clip"):
+            split, index = position[relpath]
+            if waveform is None:
+                print(f"warning: skipped {relpath}: {reason}", file=sys.stderr)
+                skipped.append({"path": relpath, "reason": reason})
+                continue
+            waveforms[split][index] = waveform
+            kept[split][index] = True
+
+    counts = {}
+    for split, paths in splits.items():
+        keep = kept[split]
+        names = [path for path, ok in zip(paths, keep.tolist(), strict=True) if ok]
+        if not names:
+            raise UserError(f"the {split} split is empty after preprocessing {RAW}; check the data and its split lists")
+        labels = torch.tensor([LABEL_NAMES.index(path.split("/")[0]) for path in names])
+        save_split(
+            out / f"{split}.pt",
+            {
+                "waveforms": waveforms[split] if keep.all() else waveforms[split][keep],
+                "labels": labels,
+                "speakers": [speaker_of(path) for path in names],
+                "paths": names,
+                "label_names": LABEL_NAMES,
+                "sample_rate": config["sample_rate"],
+            },
+        )
+        counts[split] = {"clips": len(names), "speakers": len({speaker_of(path) for path in names})}
+        if split == "train":
+            missing = [name for index, name in enumerate(LABEL_NAMES) if not (labels == index).any()]
+            if missing:
+                raise UserError(f"no training clip for label(s) {', '.join(missing)} in {RAW}")
+    return {
+        "splits": counts,
+        "skipped_files": len(skipped),
+        "skipped_by_reason": dict(Counter(item["reason"].split(" (")[0] for item in skipped)),
+        "skipped_folders": unknown_folders,
+        "skipped": skipped,
+    }
+
+
+def main() -> None:
+    config = params.load("preprocess")
+    with atomic_dir(PROCESSED) as out:
+        report = preprocess(config, out)
+        write_json(out / "report.json", report)
+    summary = ", ".join(f"{split} {count['clips']}" for split, count in report["splits"].items())
+    print(f"{PROCESSED}: {summary} clips; {report['skipped_files']} files skipped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,72 @@
+"""Where and how tensors run: device choice, mixed precision, seeding and batched inference."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from stages.cli import UserError
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve ``auto`` to cuda, then mps, then cpu; refuse an explicit device this machine lacks."""
+    mps_available = torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' was requested but CUDA is not available here; use 'auto' or 'cpu'")
+        if (device.index or 0) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UserError(f"device '{name}' does not exist: this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not mps_available:
+        raise UserError(f"device '{name}' was requested but MPS is not available here; use 'auto' or 'cpu'")
+    return device
+
+
+def use_amp(setting: str, device: torch.device) -> bool:
+    """``auto`` means mixed precision on CUDA only, where it pays off."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if setting == "on" and device.type != "cuda":
+        raise UserError(f"train.amp 'on' needs a CUDA device, but training runs on {device}; use 'auto' or 'off'")
+    return setting == "on"
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast: no loss scaling needed, and BatchNorm stays in float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator and ask for deterministic kernels, so equal params give equal metrics."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def batches(count: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Index batches over ``count`` items: shuffled when a generator is given, in order otherwise."""
+    order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
+    yield from order.split(batch_size)
+
+
+@torch.no_grad()
+def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, amp: bool = False) -> torch.Tensor:
+    """Logits for every waveform, in eval mode, as float32 on the waveforms' device."""
+    model.eval()
+    device = waveforms.device
+    with autocast(device, amp):
+        return torch.cat([model(waveforms[index.to(device)]).float() for index in batches(len(waveforms), batch_size)])
