@@ -1,0 +1,205 @@
+"""Synthetic spoken digits from espeak-ng, so the pipeline runs offline on real (if robotic) speech.
+
+espeak-ng comes from the ``espeakng-loader`` wheel (library and voice data), driven through its C API with
+ctypes, so no system package is needed. Each speaker is an English voice (accent) with a voice variant
+(timbre); every clip jitters rate, pitch, intonation range and level, sits at a random place in its one
+second window and gets background noise, so the classes are not trivially separable.
+
+Determinism: espeak keeps hidden state between utterances (pitch-flutter phase, gain control, libc
+``rand``), so an utterance depends on what the same process said before. Each speaker's clips are
+therefore rendered in a fresh worker process, in a fixed order, and every clip draws its randomness from
+``(seed, clip index)``: the files are byte-identical whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import espeakng_loader
+import numpy as np
+import soundfile
+import torch
+from torchaudio.transforms import Resample
+from tqdm import tqdm
+
+from stages.cli import UserError
+from stages.datasets import DIGITS
+
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = SAMPLE_RATE  # one second
+
+# The English voices the wheel ships (en-shaw is left out: it is en for the Shavian alphabet).
+VOICES = ("en", "en-us", "en-us-nyc", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-gb-x-rp", "en-029")
+# Upstream espeak-ng's own variants: seven male, five female and three Klatt-synthesiser timbres.
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
+# A speaker id is "<voice>.<variant>": no underscore, which separates it from "_nohash_" in file names.
+SPEAKERS = tuple(f"{voice}.{variant}" for voice in VOICES for variant in VARIANTS)
+
+# Per-clip jitter, each drawn uniformly. espeak's defaults are 175 words/minute, pitch 50 and range 50 (0-100).
+RATE_WPM = (130, 230)
+PITCH = (25, 75)
+PITCH_RANGE = (20, 90)
+PEAK_DBFS = (-20.0, -1.0)
+SNR_DB = (20.0, 40.0)
+SILENCE = 0.01  # samples below this fraction of the peak count as leading/trailing silence
+
+# From espeak-ng's speak_lib.h and espeak_ng.h.
+_OUTPUT_SYNCHRONOUS = 0x0001  # ENOUTPUT_MODE_SYNCHRONOUS: samples go to the callback, no audio device
+_RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One file to write: ``<label>/<speaker>_nohash_<repetition>.wav``, drawn from ``(seed, index)``."""
+
+    index: int
+    label: str
+    speaker: str
+    repetition: int
+
+    def relpath(self) -> Path:
+        return Path(self.label, f"{self.speaker}_nohash_{self.repetition}.wav")
+
+
+class Espeak:
+    """An espeak-ng engine from the wheel's own library and data, handing samples back instead of playing them.
+
+    Load it only in a process that renders nothing else (see the module docstring).
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            data_path = espeakng_loader.get_data_path()
+        except (OSError, RuntimeError) as error:
+            raise UserError(
+                f"cannot load espeak-ng from the espeakng-loader wheel ({error}); "
+                "reinstall it: pip install -r requirements.txt"
+            ) from error
+        self._variants = Path(data_path, "voices", "!v")
+        self._libc = ctypes.CDLL(None)  # for srand(): espeak's breath noise uses libc rand()
+        self._lib.espeak_ng_InitializePath.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_ng_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self._lib.espeak_ng_InitializePath(os.fsencode(data_path))  # the wheel's data, never a system install
+        self._check(self._lib.espeak_ng_Initialize(None), f"cannot initialise espeak-ng with the data in {data_path}")
+        self._check(self._lib.espeak_ng_InitializeOutput(_OUTPUT_SYNCHRONOUS, 0, None), "cannot set up espeak-ng")
+        self.sample_rate: int = self._lib.espeak_ng_GetSampleRate()
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SynthCallback(self._collect)  # kept referenced: C calls it during synthesis
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _check(self, status: int, what: str) -> None:
+        """Turn an espeak_ng_STATUS into a ``UserError`` carrying espeak's own message."""
+        if status != 0:
+            message = ctypes.create_string_buffer(512)
+            self._lib.espeak_ng_GetStatusCodeMessage(status, message, len(message))
+            raise UserError(f"{what}: {message.value.decode(errors='replace')}")
+
+    def _collect(self, samples: ctypes.Array, count: int, _events: int | None) -> int:
+        if count > 0:
+            self._chunks.append(np.ctypeslib.as_array(samples, shape=(count,)).copy())
+        return 0  # 0: go on synthesising
+
+    def say(self, speaker: str, text: str, rate: int, pitch: int, pitch_range: int, rand_seed: int) -> np.ndarray:
+        """Speak ``text`` as ``speaker`` (``voice.variant``); int16 samples at ``self.sample_rate``."""
+        voice, variant = speaker.split(".")
+        if not (self._variants / variant).is_file():  # espeak would silently ignore an unknown variant
+            raise UserError(f"espeak-ng voice variant '{variant}' is missing from {self._variants}")
+        self._check(self._lib.espeak_ng_SetVoiceByName(f"{voice}+{variant}".encode()), f"espeak-ng voice '{voice}'")
+        for parameter, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
+            self._check(self._lib.espeak_ng_SetParameter(parameter, value, 0), "cannot set an espeak-ng parameter")
+        # Breath noise and the Klatt voices draw on espeak's generator and libc rand(): seed both.
+        self._lib.espeak_ng_SetRandSeed(rand_seed)
+        self._libc.srand(rand_seed)
+        self._chunks.clear()
+        encoded = text.encode() + b"\0"
+        status = self._lib.espeak_ng_Synthesize(encoded, len(encoded), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        self._check(status, f"espeak-ng could not say '{text}'")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+
+def plan(n_clips: int, seed: int) -> list[Clip]:
+    """Assign labels and speakers so that every prefix is balanced over labels and spread over speakers.
+
+    Clip ``i`` says label ``i % 10``. Speakers (in a seeded order) rotate with ``i``, shifted by one after
+    each ``lcm(10, speakers)`` clips, so every (label, speaker) pair comes once before any comes again and
+    the first clips all have different speakers.
+    """
+    order = np.random.default_rng(seed).permutation(len(SPEAKERS))
+    speakers = [SPEAKERS[k] for k in order]
+    cycle = math.lcm(len(DIGITS), len(speakers))
+    return [
+        Clip(i, DIGITS[i % len(DIGITS)], speakers[(i + i // cycle) % len(speakers)], i // (len(DIGITS) * len(speakers)))
+        for i in range(n_clips)
+    ]
+
+
+def trim(samples: np.ndarray) -> np.ndarray:
+    """Drop espeak's leading and trailing silence, so the random shift decides where the word sits."""
+    loud = np.flatnonzero(np.abs(samples) > SILENCE * np.abs(samples).max(initial=0))
+    if loud.size == 0:
+        raise UserError("espeak-ng produced silence; its voice data may be damaged: reinstall espeakng-loader")
+    return samples[loud[0] : loud[-1] + 1]
+
+
+def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndarray:
+    """One second of int16 audio: the jittered word at a random place, at a random level, over noise."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(clip.index,)))
+    raw = espeak.say(
+        clip.speaker,
+        clip.label,
+        rate=int(rng.integers(*RATE_WPM, endpoint=True)),
+        pitch=int(rng.integers(*PITCH, endpoint=True)),
+        pitch_range=int(rng.integers(*PITCH_RANGE, endpoint=True)),
+        rand_seed=int(rng.integers(2**31)),
+    )
+    speech = trim(raw.astype(np.float32) / 32768)
+    speech = resample(torch.from_numpy(speech)).numpy().astype(np.float64)[:CLIP_SAMPLES]  # a guard: words last < 1 s
+    speech *= 10 ** (rng.uniform(*PEAK_DBFS) / 20) / np.abs(speech).max()
+    clip_audio = np.zeros(CLIP_SAMPLES)
+    start = rng.integers(CLIP_SAMPLES - speech.size, endpoint=True)
+    clip_audio[start : start + speech.size] = speech
+    noise_rms = np.sqrt(np.mean(speech**2)) / 10 ** (rng.uniform(*SNR_DB) / 20)
+    clip_audio += rng.normal(0.0, noise_rms, CLIP_SAMPLES)
+    return np.clip(np.round(clip_audio * 32767), -32768, 32767).astype(np.int16)
+
+
+def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
+    """Write one speaker's clips; runs in a fresh process each time, so espeak starts from the same state."""
+    out_dir, seed, clips = task
+    torch.set_num_threads(1)  # the workers already use every core
+    espeak = Espeak()
+    resample = Resample(espeak.sample_rate, SAMPLE_RATE)
+    for clip in clips:
+        soundfile.write(out_dir / clip.relpath(), render(espeak, resample, clip, seed), SAMPLE_RATE, subtype="PCM_16")
+    return len(clips)
+
+
+def generate(out_dir: Path, n_clips: int, seed: int) -> None:
+    """Write n_clips WAVs as out_dir/<label>/<speaker>_nohash_<n>.wav (labels: zero..nine)."""
+    if n_clips < 1:
+        raise UserError(f"the synthetic set needs at least one clip, got {n_clips}")
+    out_dir = Path(out_dir)
+    for label in DIGITS:
+        (out_dir / label).mkdir(parents=True, exist_ok=True)
+    by_speaker: dict[str, list[Clip]] = {}
+    for clip in plan(n_clips, seed):
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    tasks = [(out_dir, seed, clips) for clips in by_speaker.values()]
+    workers = min(os.cpu_count() or 1, len(tasks))
+    # maxtasksperchild=1: a new process per speaker, because espeak's output depends on its history.
+    with (
+        multiprocessing.Pool(workers, maxtasksperchild=1) as pool,
+        tqdm(total=n_clips, unit="clip", desc="synthesising digits") as progress,
+    ):
+        for done in pool.imap_unordered(render_speaker, tasks):
+            progress.update(done)

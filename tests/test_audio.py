@@ -1,0 +1,96 @@
+"""Decoding, mixing, resampling and fitting clips to length, on files written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stages.audio import BadAudio, fit_length, prepare
+from tests.helpers import tone, write_wav
+
+
+def dominant_frequency(waveform: torch.Tensor, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(waveform.flatten().numpy()))
+    return float(np.fft.rfftfreq(waveform.numel(), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_resampling_keeps_pitch_and_length(tmp_path, rate):
+    path = write_wav(tmp_path / "tone.wav", tone(440, rate, 1.0), rate)
+    waveform = prepare(path, 8000, 1.0)
+    assert waveform.shape == (1, 8000) and waveform.dtype == torch.float32
+    assert dominant_frequency(waveform, 8000) == pytest.approx(440, abs=2)
+    assert waveform.abs().max() == pytest.approx(0.5, abs=0.02)
+
+
+def test_short_clip_is_zero_padded_at_the_end(tmp_path):
+    path = write_wav(tmp_path / "short.wav", tone(300, 16000, 0.25), 16000)
+    waveform = prepare(path, 8000, 1.0)
+    assert waveform.shape == (1, 8000)
+    assert waveform[0, :1900].abs().max() > 0.4
+    assert torch.count_nonzero(waveform[0, 2100:]) == 0
+
+
+def test_long_clip_is_trimmed_to_its_start(tmp_path):
+    samples = np.concatenate([tone(300, 8000, 1.0), np.full(8000 * 3599, 0.25, dtype=np.float32)])
+    path = write_wav(tmp_path / "hour.wav", samples, 8000)
+    waveform = prepare(path, 8000, 1.0)
+    assert torch.allclose(waveform[0], torch.from_numpy(samples[:8000]), atol=1e-4)
+
+
+def test_channels_are_averaged(tmp_path):
+    left, right = tone(440, 8000, 1.0, 0.4), np.zeros(8000, dtype=np.float32)
+    path = write_wav(tmp_path / "stereo.wav", np.stack([left, right], axis=1), 8000)
+    waveform = prepare(path, 8000, 1.0)
+    assert waveform.shape == (1, 8000)
+    assert waveform.abs().max() == pytest.approx(0.2, abs=0.01)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_every_wav_sample_format_decodes_to_the_same_signal(tmp_path, subtype):
+    path = write_wav(tmp_path / f"{subtype}.wav", tone(440, 8000, 1.0), 8000, subtype)
+    assert torch.allclose(prepare(path, 8000, 1.0)[0], torch.from_numpy(tone(440, 8000, 1.0)), atol=1e-2)
+
+
+def test_flac_and_ogg(tmp_path):
+    for name, subtype in (("clip.flac", "PCM_16"), ("clip.ogg", "VORBIS")):
+        path = write_wav(tmp_path / name, tone(440, 16000, 1.0), 16000, subtype)
+        assert dominant_frequency(prepare(path, 8000, 1.0), 8000) == pytest.approx(440, abs=2)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "not readable audio"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not readable audio"),
+        (bytes(range(256)) * 40, "not readable audio"),
+    ],
+)
+def test_unreadable_files_are_reported(tmp_path, content, reason):
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(BadAudio, match=reason):
+        prepare(path, 8000, 1.0)
+
+
+def test_zero_length_nan_and_missing(tmp_path):
+    with pytest.raises(BadAudio, match="zero-length audio"):
+        prepare(write_wav(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 8000), 8000, 1.0)
+    samples = tone(440, 8000, 1.0)
+    samples[100] = np.nan
+    with pytest.raises(BadAudio, match="NaN or infinite"):
+        prepare(write_wav(tmp_path / "nan.wav", samples, 8000, "FLOAT"), 8000, 1.0)
+    with pytest.raises(BadAudio, match="no such file"):
+        prepare(tmp_path / "missing.wav", 8000, 1.0)
+
+
+def test_silence_and_unicode_names_are_fine(tmp_path):
+    path = write_wav(tmp_path / "dir with spaces" / "sïlence ünïcode.wav", np.zeros(4000, dtype=np.float32), 8000)
+    assert torch.count_nonzero(prepare(path, 8000, 1.0)) == 0
+
+
+def test_fit_length():
+    waveform = torch.arange(10.0).reshape(1, 10)
+    assert fit_length(waveform, 4).tolist() == [[0, 1, 2, 3]]
+    assert fit_length(waveform, 12).tolist() == [[*range(10), 0, 0]]

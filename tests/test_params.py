@@ -1,0 +1,65 @@
+"""params.yaml validation: every bad value is refused by the real stage with a message naming the fix."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages import params
+from stages.cli import UserError
+from tests.helpers import REPO, stage, write_params
+
+
+def test_project_params_are_valid():
+    data = params.read_params(REPO / "params.yaml")
+    for section in params.SCHEMA:
+        assert params.validate(data, section) == {**params.validate({}, section), **data.get(section, {})}
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "expected"),
+    [
+        ("train", {"lr": -1}, "train.lr must be a number > 0, got -1"),
+        ("train", {"epochs": 0}, "train.epochs must be an integer >= 1"),
+        ("train", {"batch_size": "big"}, "train.batch_size must be an integer >= 1, got 'big'"),
+        ("train", {"device": "gpu"}, "train.device must be a string auto, cpu, mps, cuda or cuda:N"),
+        ("train", {"checkpoint": "bset"}, "did you mean 'best'"),
+        ("train", {"lrr": 0.1}, "unknown key 'train.lrr' (did you mean 'lr'?)"),
+        (
+            "data",
+            {"source": "fsd"},
+            "data.source must be one of synthetic, tiny-speech-commands, speech-commands, fsdd",
+        ),
+        ("data", {"sha256": "abc"}, "data.sha256 must be a string empty or 64 hex digits"),
+        ("preprocess", {"sample_rate": 0}, "preprocess.sample_rate must be an integer > 0"),
+        ("model", {"name": "resnet"}, "model.name must be one of m5"),
+    ],
+)
+def test_bad_param_is_refused_by_the_stage(tmp_path, section, values, expected):
+    write_params(tmp_path, **{section: values})
+    stage_name = {"data": "download", "model": "train"}.get(section, section)
+    result = stage(stage_name, tmp_path, check=False)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "params.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_integer_is_accepted_for_a_float_and_defaults_fill_missing_keys(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 1}}))
+    config = params.load("train", tmp_path / "params.yaml")
+    assert config["lr"] == 1.0 and isinstance(config["lr"], float)
+    assert config["epochs"] == 10
+
+
+def test_unknown_section_and_broken_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("trian:\n  lr: 0.1\n")
+    with pytest.raises(UserError, match="unknown section 'trian' \\(did you mean 'train'\\?\\)"):
+        params.load("train", path)
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="is not valid YAML"):
+        params.load("train", path)
+    with pytest.raises(UserError, match="cannot read"):
+        params.load("train", tmp_path / "missing.yaml")

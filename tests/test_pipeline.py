@@ -1,0 +1,83 @@
+"""Real `dvc repro`, `dvc exp run`, `dvc metrics diff` and `dvc plots show` in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.helpers import commit, copy_project, run, write_params
+
+TINY = {
+    "data": {"synthetic_clips": 200},
+    "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+    "evaluate": {"device": "cpu"},
+}
+
+
+def dvc(root, *args: str, check: bool = True):
+    return run([sys.executable, "-m", "dvc", *args], root, check=check)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project on a tiny synthetic config, reproduced once and committed."""
+    root = copy_project(tmp_path_factory.mktemp("pipeline"))
+    write_params(root, **TINY)
+    commit(root, "tiny config")
+    dvc(root, "repro")
+    commit(root, "reference run")
+    return root
+
+
+@pytest.mark.slow
+def test_repro_writes_every_declared_output(project):
+    for path in (
+        "data/raw/validation_list.txt",
+        "data/processed/train.pt",
+        "models/model.pt",
+        "metrics/train.json",
+        "metrics/eval.json",
+        "plots/train_history.csv",
+        "plots/confusion.csv",
+        "plots/images/kernels.png",
+        "plots/images/learning_curves.png",
+    ):
+        assert (project / path).is_file(), path
+    assert json.loads((project / "metrics/train.json").read_text())["parameters"] == 25_290
+    report = json.loads((project / "data/processed/report.json").read_text())
+    assert sum(split["clips"] for split in report["splits"].values()) == 200
+
+
+@pytest.mark.slow
+def test_second_repro_changes_nothing(project):
+    result = dvc(project, "repro")
+    assert "Data and pipelines are up to date." in result.stdout
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+
+
+@pytest.mark.slow
+def test_synthetic_download_is_byte_for_byte_deterministic(project):
+    dvc(project, "repro", "--force", "--single-item", "download")
+    assert run(["git", "status", "--porcelain"], project).stdout == "", "dvc.lock hashes must not change"
+
+
+@pytest.mark.slow
+def test_exp_run_reruns_only_the_stages_after_the_change(project):
+    result = dvc(project, "exp", "run", "-S", "train.epochs=2")
+    for name in ("train", "evaluate", "plot"):
+        assert f"Running stage '{name}'" in result.stdout
+    for name in ("download", "preprocess"):
+        assert f"Running stage '{name}'" not in result.stdout
+    assert json.loads((project / "metrics/train.json").read_text())["epoch"] == 2
+
+    diff = dvc(project, "metrics", "diff", "--json").stdout
+    changes = json.loads(diff)
+    assert changes["metrics/train.json"]["epoch"] == {"old": 1, "new": 2, "diff": 1}
+    assert "accuracy" in changes["metrics/eval.json"]
+
+    dvc(project, "plots", "show")
+    page = (project / "dvc_plots" / "index.html").read_text()
+    for field in ("train_acc", "val_acc", "train_loss", "val_loss", "predicted", "kernels.png"):
+        assert field in page

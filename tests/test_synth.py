@@ -1,0 +1,119 @@
+"""The synthetic digits: real espeak-ng output, reproducible to the byte, in the raw dataset layout."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from stages import synth
+from stages.cli import UserError
+
+N_CLIPS = 50
+NAME = re.compile(r"^(?P<label>[a-z]+)/(?P<speaker>[^_/]+)_nohash_(?P<n>\d+)\.wav$")
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "raw"
+    synth.generate(out, N_CLIPS, seed=0)
+    return out
+
+
+def test_same_seed_gives_identical_bytes_whatever_the_worker_count(
+    clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one worker renders every speaker, one after another
+    synth.generate(tmp_path / "again", N_CLIPS, seed=0)
+    assert tree(tmp_path / "again") == tree(clips)
+
+
+def test_another_seed_gives_other_bytes(clips: Path, tmp_path: Path) -> None:
+    synth.generate(tmp_path / "other", N_CLIPS, seed=1)
+    original, other = tree(clips), tree(tmp_path / "other")
+    assert len(other) == N_CLIPS
+    assert not set(original.values()) & set(other.values())
+
+
+def test_files_are_short_16_khz_mono_pcm16_in_the_raw_layout(clips: Path) -> None:
+    names = [path.relative_to(clips).as_posix() for path in clips.rglob("*.wav")]
+    assert len(names) == N_CLIPS
+    matches = [NAME.match(name) for name in names]
+    assert all(matches), names
+    assert {match["label"] for match in matches} == set(synth.DIGITS)
+    assert len({match["speaker"] for match in matches}) > 10
+    for name in names:
+        info = soundfile.info(clips / name)
+        assert (info.samplerate, info.channels, info.subtype, info.format) == (16000, 1, "PCM_16", "WAV")
+        assert 1 <= info.frames <= 16000
+
+
+def test_every_file_holds_one_unique_clip_per_label_speaker_and_repetition() -> None:
+    plan = synth.plan(3 * len(synth.SPEAKERS) * len(synth.DIGITS), seed=0)
+    assert len({clip.relpath() for clip in plan}) == len(plan)
+    per_pair = {(clip.label, clip.speaker) for clip in plan[: len(synth.SPEAKERS) * len(synth.DIGITS)]}
+    assert len(per_pair) == len(synth.SPEAKERS) * len(synth.DIGITS)  # every speaker says every digit once
+    assert len({clip.speaker for clip in plan[: len(synth.SPEAKERS)]}) == len(synth.SPEAKERS)
+
+
+def test_clips_are_speech_well_above_the_noise_floor(clips: Path) -> None:
+    for path in clips.rglob("*.wav"):
+        wave, _ = soundfile.read(path, dtype="float64")
+        frames = wave[: wave.size // 160 * 160].reshape(-1, 160)  # 10 ms frames
+        energy = np.sqrt(np.mean(frames**2, axis=1))
+        loud, quiet = np.percentile(energy, 95), np.percentile(energy, 5)
+        assert loud > 0.005, path  # above -46 dBFS: not silence
+        assert loud > 5 * quiet, path  # the word stands at least 14 dB above the noise floor
+
+
+def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
+    """Run espeak in a child: loaded here, its state would leak into the workers that ``generate`` forks."""
+    with multiprocessing.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def say_seven(speakers: tuple[str, ...]) -> tuple[int, list[np.ndarray]]:
+    """espeak's sample rate, and "seven" said by each speaker with the same settings."""
+    espeak = synth.Espeak()
+    waves = [espeak.say(speaker, "seven", rate=175, pitch=50, pitch_range=50, rand_seed=0) for speaker in speakers]
+    return espeak.sample_rate, waves
+
+
+def pitch_hz(wave: np.ndarray, rate: int) -> float:
+    """The pitch of the loudest 0.1 s, by autocorrelation between 60 and 400 Hz."""
+    wave = wave.astype(np.float64)
+    centre = int(np.argmax(np.convolve(wave**2, np.ones(rate // 10), mode="same")))
+    window = wave[max(0, centre - rate // 20) : centre + rate // 20]
+    correlation = np.correlate(window, window, mode="full")[window.size - 1 :]
+    low, high = rate // 400, rate // 60
+    return rate / (low + int(np.argmax(correlation[low:high])))
+
+
+def test_voices_and_variants_change_the_speaker() -> None:
+    rate, (male, female, scottish) = in_fresh_process(say_seven, ("en-us.m1", "en-us.f1", "en-gb-scotland.m1"))
+    assert min(male.size, female.size, scottish.size) > 0.3 * rate
+    assert male.size != scottish.size or not np.array_equal(male, scottish)  # the accent changes the sound
+    assert pitch_hz(female, rate) > 1.4 * pitch_hz(male, rate)  # and the variant the voice
+
+
+def test_a_missing_voice_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="voice 'xx-nowhere'"):
+        in_fresh_process(say_seven, ("xx-nowhere.m1",))
+
+
+def test_a_missing_voice_variant_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synth, "SPEAKERS", ("en-us.nosuchvariant",))
+    with pytest.raises(UserError, match="nosuchvariant"):
+        synth.generate(tmp_path / "raw", 10, seed=0)

@@ -1,0 +1,71 @@
+"""The train and evaluate stages on small processed splits written here."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import torch
+
+from stages.models import load_checkpoint
+from tests.helpers import stage, write_params, write_processed
+
+SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}
+
+
+def train_in(root, **train):
+    write_processed(root)
+    write_params(root, train={**SMALL, **train})
+    return stage("train", root, check=False)
+
+
+def test_two_cpu_runs_with_one_seed_give_identical_metrics_and_weights(tmp_path):
+    for run in ("a", "b"):
+        assert train_in(tmp_path / run).returncode == 0
+    metrics = [json.loads((tmp_path / run / "metrics/train.json").read_text()) for run in ("a", "b")]
+    assert metrics[0] == metrics[1]
+    weights = [torch.load(tmp_path / run / "models/model.pt", weights_only=True)["state_dict"] for run in ("a", "b")]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    with (tmp_path / "a/plots/train_history.csv").open() as handle:
+        history = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in history] == ["1", "2", "3"]
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert metrics[0]["val_acc"] == float(history[-1]["val_acc"])
+
+
+def test_a_different_seed_changes_the_run(tmp_path):
+    train_in(tmp_path / "a")
+    train_in(tmp_path / "b", seed=1)
+    assert (tmp_path / "a/metrics/train.json").read_text() != (tmp_path / "b/metrics/train.json").read_text()
+
+
+def test_best_checkpoint_keeps_the_best_validation_epoch(tmp_path):
+    assert train_in(tmp_path, checkpoint="best", epochs=4).returncode == 0
+    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert metrics["epoch"] == metrics["best_epoch"] and metrics["val_acc"] == metrics["best_val_acc"]
+
+
+def test_batch_larger_than_the_split_works(tmp_path):
+    assert train_in(tmp_path, batch_size=100_000, epochs=1).returncode == 0
+
+
+def test_diverging_loss_stops_without_writing_a_model(tmp_path):
+    result = train_in(tmp_path, lr=1e30, epochs=3)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "lower train.lr" in result.stderr and "epoch" in result.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_evaluate_reports_test_metrics_and_per_sample_confusion(tmp_path):
+    assert train_in(tmp_path, epochs=6, lr=0.01).returncode == 0
+    write_params(tmp_path, train=SMALL, evaluate={"device": "cpu"})
+    stage("evaluate", tmp_path)
+    metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
+    with (tmp_path / "plots/confusion.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["clips"] == 60
+    assert metrics["correct"] == sum(row["actual"] == row["predicted"] for row in rows)
+    assert metrics["accuracy"] == metrics["correct"] / 60
+    assert metrics["accuracy"] > 0.5, "ten tones of different pitch should be easy"
+    assert set(metrics["per_class"]) == set(load_checkpoint(tmp_path / "models/model.pt")[1]["label_names"])
+    assert all(item["support"] == 6 for item in metrics["per_class"].values())
