@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -127,7 +128,9 @@ def test_malicious_archive_is_refused_by_the_stage_and_writes_nothing(tmp_path, 
             info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
             tar.addfile(info)
         else:
-            tar.add(payload, arcname=member)
+            info = tarfile.TarInfo(member)  # set directly: tar.add() would strip a leading "/"
+            info.size = len(payload.read_bytes())
+            tar.addfile(info, io.BytesIO(payload.read_bytes()))
     write_params(tmp_path, data={"source": "fsdd", "url": str(archive)})
     result = stage("download", tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -181,9 +184,17 @@ def test_preprocess_writes_fixed_length_splits_and_reports_bad_input(tmp_path):
 
 def test_preprocess_fails_clearly_on_an_empty_split_or_a_missing_label(tmp_path):
     write_raw(tmp_path, ["s0", "s1", "s2"])
+    write_params(tmp_path)
     (tmp_path / "data/raw/testing_list.txt").write_text("")
     result = stage("preprocess", tmp_path, check=False)
     assert result.returncode == 1 and "the test split is empty" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data/processed").exists()
+
+    write_raw(tmp_path, ["s0", "s1", "s2"])
+    for path in (tmp_path / "data/raw/four").glob("s0_*"):
+        path.unlink()
+    result = stage("preprocess", tmp_path, check=False)
+    assert result.returncode == 1 and "no training clip for label(s) four" in result.stderr
     assert not (tmp_path / "data/processed").exists()
 
 
