@@ -290,7 +290,8 @@ def test_second_concurrent_repro_is_refused_and_the_first_finishes(slow_project,
     wait_for(lambda: train_pid(root) is not None, what="the train stage")
     second = run([sys.executable, "-m", "dvc", "repro"], root, check=False)
     assert second.returncode != 0
-    assert "lock" in (second.stdout + second.stderr).lower()
+    message = second.stdout + second.stderr
+    assert "is busy, it is being blocked by" in message and ".dvc/tmp/rwlock" in message, message
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()
     assert json.loads((root / "metrics/train.json").read_text())["epoch"] == 40
     load_checkpoint(root / "models/model.pt")
