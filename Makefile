@@ -1,13 +1,16 @@
 # `make repro` runs the pipeline; `make test` runs lint and the test suite. Both set up .venv first.
+# `make plots` draws the plots (`make plots REVS=HEAD~1` compares revisions); `make report` writes report.html.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# DVC's plots page with Vega inlined, named by `plots.html_template` in .dvc/config (see tools/plots_template.py).
+PLOTS_TEMPLATE := .dvc/plots_template.html
 # DVC stages run `python -m stages.<name>`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install install-dev repro test lint clean
+.PHONY: install install-dev browser repro plots report test lint clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
 install-dev: $(VENV)/.installed-dev
 
@@ -16,6 +19,11 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -r requirements.txt
 	touch $@
 
+# Made from the pinned vl-convert-python, never committed: remade when the venv or the script changes, or when missing
+# (DVC then fails with a confusing "HTML template has to contain '{plot_divs}'").
+$(PLOTS_TEMPLATE): $(VENV)/.installed tools/plots_template.py
+	$(BIN)/python -m tools.plots_template
+
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/pip install --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -23,11 +31,25 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 repro: install
 	$(BIN)/dvc repro
 
+plots: install
+	$(BIN)/dvc plots $(if $(REVS),diff $(REVS),show)
+
+report: install
+	$(BIN)/python -m tools.report
+
+# Headless Chromium for tests/test_plots_offline.py, installed when missing and running as root with apt-get (CI);
+# elsewhere those tests skip and say why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core; \
+	fi
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint install browser
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,0 +1,1 @@
+"""Developer tools around the pipeline: offline plot pages and the run report."""
