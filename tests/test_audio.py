@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from stages.audio import BadAudio, fit_length, prepare
-from tests.helpers import tone, write_wav
+from tests.helpers import REPO, tone, write_wav
 
 
 def dominant_frequency(waveform: torch.Tensor, rate: int) -> float:
@@ -22,6 +26,25 @@ def test_resampling_keeps_pitch_and_length(tmp_path, rate):
     assert waveform.shape == (1, 8000) and waveform.dtype == torch.float32
     assert dominant_frequency(waveform, 8000) == pytest.approx(440, abs=2)
     assert waveform.abs().max() == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("rate", [44101, 7993, 383_999])
+def test_odd_sample_rates_resample_in_bounded_memory(tmp_path, rate):
+    """An exact kernel for 383999 -> 8000 Hz would take 12 GB; the clip must cost well under 1 GB."""
+    path = write_wav(tmp_path / "odd.wav", tone(440, rate, 1.0), rate)
+    script = (
+        "import resource, sys; from pathlib import Path; from stages.audio import prepare; "
+        "prepare(Path(sys.argv[1]), 8000, 1.0); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert int(result.stdout) < 1_000_000, f"peak RSS {int(result.stdout) // 1024} MB"
+    assert dominant_frequency(prepare(path, 8000, 1.0), 8000) == pytest.approx(440, abs=2)
 
 
 def test_short_clip_is_zero_padded_at_the_end(tmp_path):

@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -147,6 +148,23 @@ def test_fuzzed_wav_headers_decode_or_are_refused_cleanly(tmp_path, position, va
     except BadAudio:
         return
     assert waveform.shape == (1, 8000) and torch.isfinite(waveform).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "offset", "value", "reason"),
+    [
+        ("channels", 22, struct.pack("<H", 1000), "unsupported channel count 1000"),
+        ("sample rate", 24, struct.pack("<I", 50_000_000), "unsupported sample rate 50000000 Hz"),
+    ],
+)
+def test_absurd_header_fields_are_refused_before_any_large_read(tmp_path, field, offset, value, reason):
+    path = tmp_path / f"{field}.wav"
+    soundfile.write(path, tone(440, 8000, 0.5), 8000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[offset : offset + len(value)] = value
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadAudio, match=reason):
+        prepare(path, 8000, 1.0)
 
 
 def test_predict_reports_each_bad_file_and_predicts_the_rest(tmp_path):
