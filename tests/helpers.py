@@ -12,9 +12,19 @@ import numpy as np
 import soundfile
 import yaml
 
+from tools import plots_template
+
 REPO = Path(__file__).resolve().parent.parent
 FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
-PROJECT_FILES = ("stages", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore")
+PROJECT_FILES = (
+    "stages",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+)
 
 
 def environment() -> dict[str, str]:
@@ -72,6 +82,7 @@ def copy_project(target: Path) -> Path:
         elif source.exists():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    plots_template.write(target / plots_template.TEMPLATE)  # git-ignored, so made rather than copied
     run(["git", "init", "-q", "-b", "main"], target)
     return target
 

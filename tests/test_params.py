@@ -31,7 +31,11 @@ def test_project_params_are_valid():
             "data.source must be one of synthetic, tiny-speech-commands, speech-commands, fsdd",
         ),
         ("data", {"sha256": "abc"}, "data.sha256 must be a string empty or 64 hex digits"),
-        ("preprocess", {"sample_rate": 0}, "preprocess.sample_rate must be an integer > 0"),
+        (
+            "preprocess",
+            {"sample_rate": 8001},
+            "preprocess.sample_rate must be an integer from 1000 to 48000, a multiple of 25",
+        ),
         ("model", {"name": "resnet"}, "model.name must be one of m5"),
     ],
 )

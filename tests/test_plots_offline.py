@@ -179,7 +179,6 @@ def chromium() -> Path:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project with two committed runs (the second with another lr) and the generated plots template."""
     root = helpers.copy_project(tmp_path_factory.mktemp("plots") / "project")
-    plots_template.write(root / plots_template.TEMPLATE)
     helpers.write_processed(root)
     for lr in (0.01, 0.003):
         helpers.write_params(
