@@ -204,6 +204,9 @@ def _check(archive: Path, members: list[Member], max_bytes: int) -> None:
             if member.kind != "dir":
                 raise _refusal(archive, member.name, "has an empty name")
             continue  # "./": dest itself
+        if member.kind != "dir" and re.split(r"[/\\]", member.name)[-1] in ("", "."):
+            # "x/." would be created as x itself: tarfile makes x a folder, then fails to replace it.
+            raise _refusal(archive, member.name, f"is a {member.kind} whose name ends like a folder's")
         if member.parts in kinds:
             raise _refusal(archive, member.name, "appears more than once")
         kinds[member.parts] = member.kind

@@ -197,6 +197,11 @@ TAR_ATTACKS: dict[str, tuple[Callable[[Path], list[Entry]], tuple[str, ...], dic
     "fifo": (lambda here: [ok(), entry("pipe", kind=tarfile.FIFOTYPE)], ("'pipe'", "FIFO"), {}),
     "duplicate": (lambda here: [ok(), entry("./ok.txt", b"again")], ("'./ok.txt'", "more than once"), {}),
     "file used as folder": (lambda here: [ok(), entry("ok.txt/x", b"x")], ("'ok.txt/x'", "not a folder"), {}),
+    "symlink named like a folder": (  # found by the fuzz test: tarfile made "sub" a folder, then failed
+        lambda here: [ok(), entry("sub/.", kind=tarfile.SYMTYPE, link=".")],
+        ("'sub/.'", "ends like a folder's"),
+        {},
+    ),
     "too many members": (
         lambda here: [ok()] + [entry(f"{n}.txt", b"x") for n in range(3)],
         ("'2.txt'", "limit of 3 members"),
