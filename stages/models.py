@@ -6,6 +6,7 @@ the model config, the label names and the preprocessing settings. It loads with 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from stages.cli import UserError
+from stages.features import MFCC, LogMel
 from stages.fileio import atomic_path
 
 
@@ -47,7 +49,157 @@ class M5(nn.Module):
         return self.classifier(self.features(waveform).mean(dim=-1))
 
 
-MODELS: dict[str, type[nn.Module]] = {"m5": M5}
+def conv_bn(
+    width_in: int,
+    width_out: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    groups: int = 1,
+    dilation: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] | None = None,
+) -> list[nn.Module]:
+    """A bias-free Conv2d (padded to keep the size at stride 1 unless told) and its BatchNorm."""
+    if padding is None:
+        padding = ((kernel[0] - 1) // 2 * dilation[0], (kernel[1] - 1) // 2 * dilation[1])
+    conv = nn.Conv2d(width_in, width_out, kernel, stride, padding, dilation, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(width_out)]
+
+
+class SpectrogramModel(nn.Module):
+    """A front end that turns waveforms into ``[batch, 1, coefficients, frames]`` and a body that classifies them.
+
+    Training calls the two halves itself to apply SpecAugment in between; ``forward`` is the plain composition.
+    """
+
+    frontend: nn.Module
+    body: nn.Sequential
+
+    @property
+    def first_layer(self) -> nn.Conv2d:
+        """The first learned convolution over the features, for the kernels plot."""
+        return next(layer for layer in self.body.modules() if isinstance(layer, nn.Conv2d))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Map ``[batch, 1, samples]`` waveforms to ``[batch, n_output]`` logits."""
+        return self.classify(self.frontend(waveform))
+
+
+class DSCNN(SpectrogramModel):
+    """DS-CNN of "Hello Edge" (Zhang et al. 2017), size S: a strided 10x4 convolution over MFCCs, then
+    depthwise-separable 3x3 blocks, global average pooling and one linear layer (~24k parameters at 64 channels).
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_output: int = 10,
+        channels: int = 64,
+        blocks: int = 4,
+        n_mfcc: int = 10,
+        dropout: float = 0.1,
+        **features: Any,
+    ) -> None:
+        super().__init__()
+        self.frontend = MFCC(sample_rate=sample_rate, n_mfcc=n_mfcc, **features)
+        layers = [*conv_bn(1, channels, (4, 10), (2, 2)), nn.ReLU()]  # 4 coefficients x 10 frames (200 ms)
+        for _ in range(blocks):
+            layers += [*conv_bn(channels, channels, (3, 3), groups=channels), nn.ReLU()]
+            layers += [*conv_bn(channels, channels, (1, 1)), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(channels, n_output)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(features))
+
+
+class SubSpectralNorm(nn.Module):
+    """BatchNorm with separate statistics for each of ``bands`` frequency sub-bands (Chang et al. 2021)."""
+
+    def __init__(self, channels: int, bands: int = 5) -> None:
+        super().__init__()
+        self.bands = bands
+        self.norm = nn.BatchNorm2d(channels * bands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, frequency, time = x.shape
+        x = self.norm(x.reshape(batch, channels * self.bands, frequency // self.bands, time))
+        return x.reshape(batch, channels, frequency, time)
+
+
+class BCResBlock(nn.Module):
+    """Broadcasted residual block: a 2-D frequency-wise depthwise branch plus a 1-D temporal branch on the
+    frequency-averaged features, broadcast back over frequency. A transition block changes the width first and
+    has no identity shortcut.
+    """
+
+    def __init__(self, width_in: int, width_out: int, stride: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.transition = width_in != width_out
+        layers = [*conv_bn(width_in, width_out, (1, 1)), nn.ReLU()] if self.transition else []
+        depthwise = nn.Conv2d(width_out, width_out, (3, 1), (stride, 1), (1, 0), groups=width_out, bias=False)
+        self.frequency = nn.Sequential(*layers, depthwise, SubSpectralNorm(width_out))
+        self.temporal = nn.Sequential(
+            *conv_bn(width_out, width_out, (1, 3), groups=width_out, dilation=(1, dilation)),
+            nn.SiLU(),
+            nn.Conv2d(width_out, width_out, 1, bias=False),
+            nn.Dropout2d(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frequency = self.frequency(x)
+        out = frequency + self.temporal(frequency.mean(dim=2, keepdim=True))
+        return torch.relu(out if self.transition else out + x)
+
+
+class BCResNet(SpectrogramModel):
+    """BC-ResNet (Kim et al. 2021) over 40 log-mels: ~9k parameters at width 1, ~27k at width 2.
+
+    Stages of 2, 2, 4, 4 blocks; frequency stride 2 at the head and in stages 2 and 3; temporal dilation
+    1, 2, 4, 8 per stage; the head reduces 40 mel bands to 1 before pooling over time.
+    """
+
+    def __init__(self, sample_rate: int, n_output: int = 10, width: float = 1.5, dropout: float = 0.1, **features):
+        super().__init__()
+        self.frontend = LogMel(sample_rate=sample_rate, **features)
+        base = round(8 * width)
+        widths = [2 * base, base, int(1.5 * base), 2 * base, int(2.5 * base), 4 * base]
+        layers = [nn.Conv2d(1, widths[0], 5, (2, 1), 2, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        for stage, (repeats, strided) in enumerate(((2, False), (2, True), (4, True), (4, False))):
+            for index in range(repeats):
+                width_in = widths[stage] if index == 0 else widths[stage + 1]
+                stride = 2 if strided and index == 0 else 1
+                layers.append(BCResBlock(width_in, widths[stage + 1], stride, 2**stage, dropout))
+        head = widths[-2]
+        layers += [
+            nn.Conv2d(head, head, 5, padding=(0, 2), groups=head, bias=False),
+            *conv_bn(head, widths[-1], (1, 1)),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(widths[-1], n_output, 1),
+            nn.Flatten(),
+        ]
+        self.body = nn.Sequential(*layers)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.body(features)
+
+
+MODELS: dict[str, type[nn.Module]] = {"m5": M5, "dscnn": DSCNN, "bcresnet": BCResNet}
+
+
+def model_config(section: dict[str, Any], sample_rate: int) -> dict[str, Any]:
+    """The flat config ``build_model`` takes, from the validated ``model`` params section.
+
+    Only the chosen model's own settings are kept, plus the sample rate when its front end needs one.
+    """
+    name = section["name"]
+    config = {"name": name, **section[name]}
+    if "sample_rate" in inspect.signature(MODELS[name]).parameters:
+        config["sample_rate"] = sample_rate
+    return config
 
 
 def build_model(config: dict[str, Any], n_output: int) -> nn.Module:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from stages.cli import UserError
 PARAMS_FILE = Path("params.yaml")
 
 SOURCES = ("synthetic", "tiny-speech-commands", "speech-commands", "fsdd")
-MODELS = ("m5",)
+MODELS = ("m5", "dscnn", "bcresnet")
+SPLITS = ("official", "speaker", "loso")
+NORMALISATIONS = ("none", "clip", "band")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -51,22 +54,62 @@ def device(default: str) -> Spec:
     return Spec(str, default, "auto, cpu, mps, cuda or cuda:N", lambda value: bool(DEVICE_PATTERN.match(value)))
 
 
-SCHEMA: dict[str, dict[str, Spec]] = {
+def fraction(default: float) -> Spec:
+    return Spec(float, default, ">= 0 and < 1", lambda value: 0 <= value < 1)
+
+
+def features(n_fft: int, win_length: int, hop_length: int, n_mels: int) -> dict[str, Spec]:
+    """The front end of a spectrogram model: STFT and mel settings, log offset and per-clip normalisation."""
+    return {
+        "n_fft": at_least(int, n_fft, 16),
+        "win_length": at_least(int, win_length, 16),
+        "hop_length": positive(int, hop_length),
+        "n_mels": at_least(int, n_mels, 8),
+        "log_offset": positive(float, 1e-6),
+        "floor_db": at_least(float, 60.0, 0),
+        "normalise": choice("clip", NORMALISATIONS),
+    }
+
+
+# A value that is itself a mapping of Specs is a nested section, such as one model's own settings.
+Schema = dict[str, "Spec | Schema"]
+
+SCHEMA: dict[str, Schema] = {
     "data": {
         "source": choice("synthetic", SOURCES),
         "url": Spec(str, ""),
         "sha256": Spec(str, "", "empty or 64 hex digits", lambda value: not value or is_sha256(value)),
         "synthetic_clips": at_least(int, 5000, 20),
         "seed": at_least(int, 0, 0),
+        # official: the source's documented lists | speaker: speakers hashed into the three splits |
+        # loso: speaker number `fold` (sorted) is the test split
+        "split": choice("official", SPLITS),
+        "fold": at_least(int, 0, 0),
     },
     "preprocess": {
-        "sample_rate": positive(int, 8000),
+        "sample_rate": Spec(
+            int, 8000, "from 1000 to 48000, a multiple of 25", lambda value: 1000 <= value <= 48000 and value % 25 == 0
+        ),
         "clip_seconds": Spec(float, 1.0, "> 0 and <= 60", lambda value: 0 < value <= 60),
     },
     "model": {
         "name": choice("m5", MODELS),
-        "n_channel": positive(int, 32),
-        "stride": positive(int, 16),
+        "m5": {
+            "n_channel": positive(int, 32),
+            "stride": positive(int, 16),
+        },
+        "dscnn": {
+            "channels": at_least(int, 64, 1),
+            "blocks": at_least(int, 4, 1),
+            "n_mfcc": at_least(int, 10, 2),
+            "dropout": fraction(0.1),
+            **features(n_fft=320, win_length=320, hop_length=160, n_mels=40),
+        },
+        "bcresnet": {
+            "width": Spec(float, 1.5, ">= 1 and <= 8", lambda value: 1 <= value <= 8),
+            "dropout": fraction(0.1),
+            **features(n_fft=256, win_length=240, hop_length=80, n_mels=40),
+        },
     },
     "train": {
         "device": device("auto"),
@@ -77,6 +120,25 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lr": positive(float, 0.01),
         "weight_decay": at_least(float, 1e-4, 0),
         "checkpoint": choice("last", ("last", "best")),
+        # none (the notebook's constant lr) | onecycle | cosine (linear warm-up, then cosine decay to zero)
+        "schedule": choice("none", ("none", "onecycle", "cosine")),
+        "warmup_epochs": at_least(float, 0.0, 0),
+        "label_smoothing": fraction(0.0),
+        # true: apply the `augment` section to training batches
+        "augment": Spec(bool, False),
+    },
+    "augment": {
+        "speed": fraction(0.0),
+        "shift_ms": at_least(float, 100.0, 0),
+        "place": Spec(bool, True),
+        "gain_db": at_least(float, 6.0, 0),
+        "noise_prob": Spec(float, 0.5, ">= 0 and <= 1", lambda value: 0 <= value <= 1),
+        "snr_db_min": Spec(float, 10.0, "(finite)", math.isfinite),
+        "snr_db_max": Spec(float, 40.0, "(finite)", math.isfinite),
+        "freq_masks": at_least(int, 2, 0),
+        "freq_mask_share": fraction(0.125),
+        "time_masks": at_least(int, 2, 0),
+        "time_mask_share": fraction(0.1),
     },
     "evaluate": {
         "device": device("auto"),
@@ -88,7 +150,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
 def describe(spec: Spec) -> str:
     if spec.choices:
         return "one of " + ", ".join(spec.choices)
-    name = {int: "an integer", float: "a number", str: "a string"}[spec.kind]
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[spec.kind]
     return f"{name} {spec.rule}".strip()
 
 
@@ -104,7 +166,7 @@ def coerce(where: str, spec: Spec, value: Any) -> Any:
         value = ""
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, spec.kind) or isinstance(value, bool):
+    if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
         raise UserError(f"{where} must be {expected}, got {value!r}")
     if spec.choices and value not in spec.choices:
         raise UserError(f"{where} must be {expected}, got {value!r}{did_you_mean(value, list(spec.choices))}")
@@ -130,22 +192,56 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
-def validate(data: dict[str, Any], section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Validate one section of parsed params, filling in defaults for missing keys."""
-    schema = SCHEMA[section]
-    given = data.get(section) or {}
+# Rules between keys of one (nested) section, checked after each key is valid on its own.
+CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
+    "train": [
+        (
+            lambda config: config["warmup_epochs"] < config["epochs"],
+            "warmup_epochs must be < epochs",
+        ),
+        (
+            lambda config: config["schedule"] != "onecycle" or config["warmup_epochs"] > 0,
+            "schedule 'onecycle' needs warmup_epochs > 0 (its rising phase)",
+        ),
+    ],
+    "augment": [(lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")],
+    **{
+        f"model.{name}": [
+            (lambda config: config["win_length"] <= config["n_fft"], "win_length must be <= n_fft"),
+            (lambda config: config["n_mels"] <= config["n_fft"] // 2 + 1, "n_mels must be <= n_fft / 2 + 1"),
+        ]
+        for name in ("dscnn", "bcresnet")
+    },
+}
+
+
+def validate_mapping(where: str, schema: Schema, given: Any, path: Path) -> dict[str, Any]:
+    """Validate one mapping of params against ``schema`` (recursing into nested sections), filling in defaults."""
+    if given is None:
+        given = {}
     if not isinstance(given, dict):
-        raise UserError(f"{path}: '{section}' must be a mapping of keys, got {given!r}")
+        raise UserError(f"{path}: '{where}' must be a mapping of keys, got {given!r}")
     for key in given:
         if key not in schema:
             raise UserError(
-                f"{path}: unknown key '{section}.{key}'{did_you_mean(str(key), list(schema))}; "
+                f"{path}: unknown key '{where}.{key}'{did_you_mean(str(key), list(schema))}; "
                 f"known keys: {', '.join(schema)}"
             )
-    return {
-        key: coerce(f"{path}: {section}.{key}", spec, given[key]) if key in given else spec.default
-        for key, spec in schema.items()
-    }
+    config = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            config[key] = validate_mapping(f"{where}.{key}", spec, given.get(key), path)
+        else:
+            config[key] = coerce(f"{path}: {where}.{key}", spec, given[key]) if key in given else spec.default
+    for rule, message in CONSTRAINTS.get(where, []):
+        if not rule(config):
+            raise UserError(f"{path}: {where}: {message}")
+    return config
+
+
+def validate(data: dict[str, Any], section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Validate one section of parsed params, filling in defaults for missing keys."""
+    return validate_mapping(section, SCHEMA[section], data.get(section), path)
 
 
 def load(section: str, path: Path = PARAMS_FILE) -> dict[str, Any]:

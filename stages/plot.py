@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import matplotlib
@@ -84,8 +85,28 @@ def confusion_matrix(rows: list[dict[str, str]], label_names: list[str]) -> plt.
     return figure
 
 
+def spectrogram_kernels(weights: np.ndarray) -> plt.Figure:
+    """A spectrogram model's first 2-D kernels (first input channel), frequency bands by frames."""
+    count = min(len(weights), 32)
+    columns = 8
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(12, 1.6 * rows + 0.6), layout="constrained", squeeze=False)
+    limit = np.abs(weights[:count, 0]).max()
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index < count:
+            axis.imshow(weights[index, 0], cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower", aspect="auto")
+    figure.suptitle("First-layer kernels on the spectrogram (rows: frequency bands, columns: frames)")
+    return figure
+
+
 def kernels(weights: np.ndarray, sample_rate: int) -> plt.Figure:
-    """First-layer kernels and their magnitude responses, sorted by peak frequency (the notebook's exercise)."""
+    """First-layer kernels and their magnitude responses, sorted by peak frequency (the notebook's exercise).
+
+    Only a raw-waveform model's first layer is a filter bank; a spectrogram model's kernels are drawn as images.
+    """
+    if weights.ndim == 4:
+        return spectrogram_kernels(weights)
     kernels_2d = weights.reshape(weights.shape[0], -1)
     n_fft = 512
     response = 20 * np.log10(np.abs(np.fft.rfft(kernels_2d, n=n_fft, axis=1)) + 1e-6)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from stages import params
 from stages.audio import BadAudio, prepare
 from stages.cli import UserError, run
-from stages.datasets import AUDIO_SUFFIXES, DIGITS, LIST_FILES, SPLITS, read_list, save_split, speaker_of, split_of
+from stages.datasets import AUDIO_SUFFIXES, DIGITS, LIST_FILES, assign_splits, read_list, save_split, speaker_of
 from stages.fileio import atomic_dir, write_json
 
 RAW = Path("data/raw")
@@ -58,12 +58,12 @@ def decode(job: tuple[str, int, float]) -> tuple[str, torch.Tensor | None, str]:
         return relpath, None, str(error)
 
 
-def preprocess(config: dict, out: Path) -> dict:
-    """Write the three split files into ``out`` and return the report."""
+def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -> dict:
+    """Write the three split files into ``out``, shared by ``rule`` (see ``assign_splits``); return the report."""
     clips, unknown_folders = scan(RAW)
-    lists = {split: read_list(RAW, split) for split in LIST_FILES}
+    lists = {name: read_list(RAW, name) for name in LIST_FILES}
     samples = round(config["sample_rate"] * config["clip_seconds"])
-    splits = {split: [path for path in clips if split_of(path, lists) == split] for split in SPLITS}
+    splits = assign_splits(clips, lists, rule, fold)
     waveforms = {split: torch.zeros(len(paths), 1, samples) for split, paths in splits.items()}
     position = {path: (split, index) for split, paths in splits.items() for index, path in enumerate(paths)}
     kept = {split: torch.zeros(len(paths), dtype=torch.bool) for split, paths in splits.items()}
@@ -104,6 +104,7 @@ def preprocess(config: dict, out: Path) -> dict:
             if missing:
                 raise UserError(f"no training clip for label(s) {', '.join(missing)} in {RAW}")
     return {
+        "split_rule": f"loso fold {fold}" if rule == "loso" else rule,
         "splits": counts,
         "skipped_files": len(skipped),
         "skipped_by_reason": dict(Counter(item["reason"].split(" (")[0] for item in skipped)),
@@ -114,8 +115,9 @@ def preprocess(config: dict, out: Path) -> dict:
 
 def main() -> None:
     config = params.load("preprocess")
+    data = params.load("data")
     with atomic_dir(PROCESSED) as out:
-        report = preprocess(config, out)
+        report = preprocess(config, out, data["split"], data["fold"])
         write_json(out / "report.json", report)
     summary = ", ".join(f"{split} {count['clips']}" for split, count in report["splits"].items())
     print(f"{PROCESSED}: {summary} clips; {report['skipped_files']} files skipped", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Stage `train`: the notebook's training loop, with the cached splits living on the training device.
 
 Batches are drawn by indexing the on-device tensors, so an epoch does no decoding, resampling or collation.
-The test split is never read here: model selection uses the validation split only.
+The test split is never read here: model selection uses the validation split only. On top of the notebook's
+loop (the default), params add a learning-rate schedule, label smoothing and on-device augmentation.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stages import params
+from stages.augment import Augment
 from stages.cli import UserError, run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
-from stages.models import build_model, count_parameters, save_checkpoint
+from stages.models import SpectrogramModel, build_model, count_parameters, model_config, save_checkpoint
 from stages.runtime import autocast, batched_logits, batches, seed_everything, select_device, use_amp
 
 PROCESSED = Path("data/processed")
@@ -39,8 +41,43 @@ def load_to(split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tenso
     return data["waveforms"].to(device), data["labels"].to(device), data
 
 
-def train_epoch(model, optimizer, waveforms, labels, config, generator, device, amp, epoch) -> tuple[float, float]:
-    """One pass over the training split; returns mean loss and accuracy."""
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, config: dict, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate schedule ``train.schedule``, or None for the notebook's constant rate."""
+    total = config["epochs"] * steps_per_epoch
+    warmup = round(config["warmup_epochs"] * steps_per_epoch)
+    if config["schedule"] == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config["lr"], total_steps=total, pct_start=config["warmup_epochs"] / config["epochs"]
+        )
+    if config["schedule"] == "cosine":
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def forward_train(model: torch.nn.Module, batch: torch.Tensor, augment: Augment | None) -> torch.Tensor:
+    """Logits of a training batch, augmented when ``augment`` is given: waveforms first, then SpecAugment masks
+    between the front end and the body of a spectrogram model.
+    """
+    if augment is None:
+        return model(batch)
+    batch = augment.waveforms(batch)
+    if isinstance(model, SpectrogramModel):
+        return model.classify(augment.spectrograms(model.frontend(batch)))
+    return model(batch)
+
+
+def train_epoch(
+    model, optimizer, scheduler, augment, waveforms, labels, config, generator, device, amp, epoch
+) -> tuple[float, float]:
+    """One pass over the training split; returns mean loss and accuracy (on the augmented batches)."""
     model.train()
     total_loss, correct = 0.0, 0
     progress = tqdm(
@@ -53,8 +90,8 @@ def train_epoch(model, optimizer, waveforms, labels, config, generator, device, 
         index = index.to(device)
         batch, target = waveforms[index], labels[index]
         with autocast(device, amp):
-            logits = model(batch)
-        loss = F.cross_entropy(logits.float(), target)
+            logits = forward_train(model, batch, augment)
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=config["label_smoothing"])
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} in epoch {epoch}; "
@@ -63,6 +100,8 @@ def train_epoch(model, optimizer, waveforms, labels, config, generator, device, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total_loss += loss.item() * len(target)
         correct += (logits.argmax(dim=1) == target).sum().item()
     return total_loss / len(labels), correct / len(labels)
@@ -82,7 +121,7 @@ def history_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def train(config: dict, model_config: dict) -> None:
+def train(config: dict, model_section: dict, augment_config: dict) -> None:
     seed_everything(config["seed"])
     device = select_device(config["device"])
     amp = use_amp(config["amp"], device)
@@ -90,12 +129,16 @@ def train(config: dict, model_config: dict) -> None:
     val_x, val_y, _ = load_to("validation", device)
     label_names = train_data["label_names"]
 
-    model = build_model(model_config, len(label_names)).to(device)
+    config_of_model = model_config(model_section, train_data["sample_rate"])
+    model = build_model(config_of_model, len(label_names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    scheduler = lr_schedule(optimizer, config, math.ceil(len(train_y) / config["batch_size"]))
     generator = torch.Generator().manual_seed(config["seed"])
+    augment = Augment(augment_config, train_data["sample_rate"], config["seed"], device) if config["augment"] else None
     print(
-        f"training {model_config['name']} ({count_parameters(model):,} parameters) on {device}"
-        f"{' with bfloat16 autocast' if amp else ''}: {len(train_y)} train, {len(val_y)} validation clips",
+        f"training {config_of_model['name']} ({count_parameters(model):,} parameters) on {device}"
+        f"{' with bfloat16 autocast' if amp else ''}{' with augmentation' if augment else ''}: "
+        f"{len(train_y)} train, {len(val_y)} validation clips",
         file=sys.stderr,
     )
 
@@ -103,7 +146,9 @@ def train(config: dict, model_config: dict) -> None:
     best = {"val_acc": -math.inf, "epoch": 0, "state": None}
     for epoch in range(1, config["epochs"] + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, optimizer, train_x, train_y, config, generator, device, amp, epoch)
+        train_loss, train_acc = train_epoch(
+            model, optimizer, scheduler, augment, train_x, train_y, config, generator, device, amp, epoch
+        )
         val_loss, val_acc = validate(model, val_x, val_y, config["batch_size"], amp)
         if not math.isfinite(val_loss):
             raise UserError(f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again")
@@ -123,7 +168,7 @@ def train(config: dict, model_config: dict) -> None:
         model.load_state_dict(best["state"])
         kept = history[best["epoch"] - 1]
     audio = {"sample_rate": train_data["sample_rate"], "samples": train_x.shape[-1]}
-    save_checkpoint(MODEL, model, model_config, label_names, audio)
+    save_checkpoint(MODEL, model, config_of_model, label_names, audio)
     write_text(HISTORY, history_csv([{**row, "seconds": round(row["seconds"], 3)} for row in history]))
     write_json(
         METRICS,
@@ -143,7 +188,7 @@ def train(config: dict, model_config: dict) -> None:
 
 
 def main() -> None:
-    train(params.load("train"), params.load("model"))
+    train(params.load("train"), params.load("model"), params.load("augment"))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import pytest
 import torch
 
+from stages import params
 from stages.audio import prepare
 from stages.cli import UserError
-from stages.models import M5, build_model, count_parameters, load_checkpoint, save_checkpoint
+from stages.features import LogMel
+from stages.models import (
+    M5,
+    SpectrogramModel,
+    build_model,
+    count_parameters,
+    load_checkpoint,
+    model_config,
+    save_checkpoint,
+)
 from stages.runtime import select_device, use_amp
 from tests.helpers import stage, tone, write_wav
 
@@ -99,3 +110,64 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     path.write_bytes(pickle.dumps(Exploit()))
     with pytest.raises(UserError, match="not a safe model checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "parameters"),
+    [
+        ({"name": "m5"}, 25_290),
+        ({"name": "dscnn"}, 23_050),
+        ({"name": "bcresnet", "bcresnet": {"width": 1.0}}, 9_166),
+        ({"name": "bcresnet", "bcresnet": {"width": 1.5}}, 17_056),
+        ({"name": "bcresnet", "bcresnet": {"width": 2.0}}, 27_154),
+    ],
+)
+def test_each_model_has_its_parameter_count_and_output_shape_at_8_khz(section, parameters):
+    config = model_config(params.validate({"model": section}, "model"), sample_rate=8000)
+    model = build_model(config, n_output=10)
+    assert count_parameters(model) == parameters
+    assert model(torch.randn(4, 1, 8000)).shape == (4, 10)
+    assert model.eval()(torch.randn(1, 1, 8000)).shape == (1, 10)
+
+
+def test_model_config_keeps_only_the_chosen_models_settings():
+    section = params.validate({"model": {"name": "dscnn"}}, "model")
+    config = model_config(section, sample_rate=8000)
+    assert config["name"] == "dscnn" and config["sample_rate"] == 8000 and config["n_mfcc"] == 10
+    assert "width" not in config and "n_channel" not in config
+    assert model_config(params.validate({}, "model"), 8000) == {"name": "m5", "n_channel": 32, "stride": 16}
+
+
+@pytest.mark.parametrize("name", ["dscnn", "bcresnet"])
+def test_spectrogram_models_compute_their_features_inside_and_round_trip(tmp_path, name):
+    torch.manual_seed(0)
+    config = model_config(params.validate({"model": {"name": name}}, "model"), sample_rate=8000)
+    model = build_model(config, n_output=10).eval()
+    assert isinstance(model, SpectrogramModel)
+    waveform = torch.randn(2, 1, 8000)
+    features = model.frontend(waveform)
+    assert features.dim() == 4 and features.shape[:2] == (2, 1)
+    assert torch.allclose(model.classify(features), model(waveform))
+    save_checkpoint(tmp_path / "model.pt", model, config, [str(n) for n in range(10)], {"sample_rate": 8000})
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    assert torch.equal(loaded(waveform), model(waveform))
+
+
+@pytest.mark.parametrize("mode", ["clip", "band"])
+def test_clip_normalisation_ignores_the_recording_level(mode):
+    waveform = torch.randn(1, 1, 8000)
+    features = LogMel(8000, n_fft=256, win_length=240, hop_length=80, n_mels=40, log_offset=1e-9, normalise=mode)
+    assert torch.allclose(features(waveform), features(10 * waveform), atol=1e-3)
+
+
+def test_floor_makes_digital_silence_and_quiet_background_alike():
+    torch.manual_seed(0)
+    speech = torch.zeros(1, 1, 8000)
+    speech[..., :3000] = 0.3 * torch.randn(1, 1, 3000)
+    background = speech + 1e-4 * torch.randn(1, 1, 8000)  # 70 dB below the speech
+    floored = LogMel(8000, n_fft=256, win_length=240, hop_length=80, n_mels=40, floor_db=40, normalise="none")
+    plain = LogMel(8000, n_fft=256, win_length=240, hop_length=80, n_mels=40, normalise="none")
+    features = floored(speech)
+    assert features.max() - features.min() <= 40 * math.log(10) / 10 + 1e-4
+    assert torch.allclose(features[..., 60:], floored(background)[..., 60:], atol=1e-3)
+    assert not torch.allclose(plain(speech)[..., 60:], plain(background)[..., 60:])

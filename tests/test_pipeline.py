@@ -81,3 +81,30 @@ def test_exp_run_reruns_only_the_stages_after_the_change(project):
     page = (project / "dvc_plots" / "index.html").read_text()
     for field in ("train_acc", "val_acc", "train_loss", "val_loss", "predicted", "kernels.png"):
         assert field in page
+
+
+@pytest.mark.slow
+def test_a_spectrogram_model_with_augmentation_runs_end_to_end(project):
+    result = dvc(
+        project,
+        "exp",
+        "run",
+        *("-S", "model.name=bcresnet", "-S", "train.augment=true", "-S", "train.epochs=1"),
+        *("-S", "train.schedule=onecycle", "-S", "train.warmup_epochs=0.5", "-S", "train.label_smoothing=0.1"),
+    )
+    for name in ("train", "evaluate", "plot"):
+        assert f"Running stage '{name}'" in result.stdout
+    for name in ("download", "preprocess"):
+        assert f"Running stage '{name}'" not in result.stdout
+    train = json.loads((project / "metrics/train.json").read_text())
+    assert train["parameters"] == 17_056 and train["epoch"] == 1
+    assert 0 <= json.loads((project / "metrics/eval.json").read_text())["accuracy"] <= 1
+    assert "bcresnet" in dvc(project, "exp", "show", "--json").stdout
+
+
+@pytest.mark.slow
+def test_changing_the_split_reruns_preprocess_but_not_download(project):
+    result = dvc(project, "exp", "run", "-S", "data.split=loso", "-S", "data.fold=1")
+    assert "Running stage 'preprocess'" in result.stdout and "Running stage 'download'" not in result.stdout
+    report = json.loads((project / "data/processed/report.json").read_text())
+    assert report["split_rule"] == "loso fold 1" and report["splits"]["test"]["speakers"] == 1

@@ -1,0 +1,154 @@
+"""Run the README's results grid with `dvc exp run` in a scratch copy of the project, and print the table.
+
+    .venv/bin/python -m benchmarks.run --rows dscnn bcresnet --columns official loso --seeds 0 1 2
+    .venv/bin/python -m benchmarks.run --table-only          # print the table from what was measured
+
+Each run is one `dvc exp run -n NAME -S ...` in the copy (default: spoken-digits-bench in the temporary folder), so
+`dvc exp show` there lists them all; results accumulate in benchmarks/results.json. FSDD columns read the
+shared mirror and are skipped, with a message, when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.macs import count_macs
+from stages import params
+from stages.models import build_model, count_parameters, model_config
+from tests.helpers import FSDD_ARCHIVE, commit, copy_project, run
+
+RESULTS = Path(__file__).with_name("results.json")
+WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"
+
+# Each row: the `-S` overrides on top of params.yaml (which is the notebook's M5 loop).
+RECIPE = [
+    "train.schedule=onecycle",
+    "train.warmup_epochs=2",
+    "train.label_smoothing=0.1",
+    "train.augment=true",
+    "train.batch_size=64",
+    "train.lr=0.005",
+    "train.epochs=20",
+]
+ROWS: dict[str, list[str]] = {
+    "m5": [],
+    "dscnn": ["model.name=dscnn", *RECIPE],
+    "bcresnet": ["model.name=bcresnet", *RECIPE],
+}
+FSDD = ["data.source=fsdd", f"data.url={FSDD_ARCHIVE}"]
+FOLDS = 6  # FSDD's speakers
+COLUMNS: dict[str, list[list[str]]] = {
+    "synthetic": [["data.source=synthetic", "data.url=", "data.split=official"]],
+    "official": [[*FSDD, "data.split=official"]],
+    "loso": [[*FSDD, "data.split=loso", f"data.fold={fold}"] for fold in range(FOLDS)],
+}
+
+
+def dvc(root: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], root, timeout=3600).stdout
+
+
+def workspace(root: Path) -> Path:
+    """The scratch project: created and committed once, then reused so DVC's cache keeps the datasets."""
+    if not (root / ".git").is_dir():
+        copy_project(root)
+        params_file = root / "params.yaml"
+        params_file.write_text(params_file.read_text().replace("device: auto", "device: cpu"))
+        commit(root, "benchmark baseline")
+    return root
+
+
+def load_results() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def run_one(root: Path, row: str, column: str, split: list[str], seed: int) -> dict:
+    """One `dvc exp run`; returns its test accuracy and the median seconds per training epoch."""
+    fold = next((item.split("=")[1] for item in split if item.startswith("data.fold=")), "")
+    name = f"{row}-{column}{fold}-s{seed}"
+    overrides = [*ROWS[row], *split, f"train.seed={seed}"]
+    start = time.perf_counter()
+    run(["git", "checkout", "--", "."], root)  # start from the baseline: `exp run` applied the last run's params
+    dvc(root, "exp", "run", "-n", name, *(arg for item in overrides for arg in ("-S", item)))
+    with (root / "plots/train_history.csv").open() as handle:
+        seconds = [float(line["seconds"]) for line in csv.DictReader(handle)]
+    accuracy = json.loads((root / "metrics/eval.json").read_text())["accuracy"]
+    print(f"{name}: test accuracy {accuracy:.4f}, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+    return {"accuracy": accuracy, "epoch_seconds": statistics.median(seconds), "command": overrides}
+
+
+def model_facts(row: str) -> dict:
+    """Parameters and multiply-accumulates per 1 s clip at 8 kHz for the row's model."""
+    section = params.validate({}, "model")
+    for item in ROWS[row]:
+        if item.startswith("model.name="):
+            section["name"] = item.split("=")[1]
+    model = build_model(model_config(section, 8000), 10).eval()
+    return {"parameters": count_parameters(model), "macs": count_macs(model, torch.zeros(1, 1, 8000))}
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "not measured"
+    sd = f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else ""
+    return f"{100 * statistics.mean(values):.1f}{sd} (n={len(values)})"
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| model | parameters | MACs / clip | s / epoch (FSDD official) | synthetic | FSDD official | FSDD LOSO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in ROWS:
+        facts = model_facts(row)
+        runs = results.get(row, {})
+        cells = [mean_sd([item["accuracy"] for item in runs.get(column, {}).values()]) for column in COLUMNS]
+        official = [item["epoch_seconds"] for item in runs.get("official", {}).values()]
+        seconds = f"{statistics.median(official):.1f}" if official else "not measured"
+        lines.append(
+            f"| {row} | {facts['parameters']:,} | {facts['macs'] / 1e6:.2f} M | {seconds} | {' | '.join(cells)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)), help="LOSO folds to run")
+    parser.add_argument("--workdir", type=Path, default=WORKDIR)
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    results = load_results()
+    if not args.table_only:
+        columns = args.columns
+        if not FSDD_ARCHIVE.is_file() and {"official", "loso"} & set(columns):
+            print(f"skipping the FSDD columns: {FSDD_ARCHIVE} is absent", file=sys.stderr)
+            columns = [column for column in columns if column == "synthetic"]
+        root = workspace(args.workdir)
+        for row in args.rows:
+            for column in columns:
+                splits = COLUMNS[column]
+                if column == "loso":
+                    splits = [splits[fold] for fold in args.folds]
+                for split in splits:
+                    for seed in args.seeds:
+                        key = f"{'_'.join(split[-1:])}-s{seed}"
+                        outcome = run_one(root, row, column, split, seed)
+                        results.setdefault(row, {}).setdefault(column, {})[key] = outcome
+                        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

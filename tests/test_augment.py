@@ -1,0 +1,106 @@
+"""Training-time augmentation: shapes and dtypes kept, repeatable under a seed, and never applied at evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stages import params
+from stages.augment import Augment, add_noise, content_length, mask_along, shift, speed
+from stages.models import build_model, load_checkpoint, model_config
+from stages.runtime import batched_logits
+from stages.train import forward_train
+from tests.helpers import stage, write_params, write_processed
+
+CONFIG = params.validate({"augment": {"speed": 0.1}}, "augment")
+CPU = torch.device("cpu")
+
+
+def short_clips(batch: int = 8, samples: int = 8000, length: int = 3000) -> torch.Tensor:
+    """Clips with speech-like content in the first ``length`` samples and digital silence after, as FSDD has."""
+    waveform = torch.zeros(batch, 1, samples)
+    waveform[..., :length] = torch.randn(batch, 1, length) * 0.1
+    return waveform
+
+
+def test_waveform_and_spectrogram_augmentations_keep_shape_and_dtype():
+    augment = Augment(CONFIG, 8000, seed=0, device=CPU)
+    waveform = short_clips()
+    out = augment.waveforms(waveform)
+    assert out.shape == waveform.shape and out.dtype == waveform.dtype and torch.isfinite(out).all()
+    features = torch.randn(8, 1, 40, 101)
+    masked = augment.spectrograms(features)
+    assert masked.shape == features.shape and masked.dtype == features.dtype
+
+
+def test_same_seed_repeats_and_another_seed_differs():
+    waveform, features = short_clips(), torch.randn(8, 1, 40, 101)
+    runs = [Augment(CONFIG, 8000, seed=seed, device=CPU) for seed in (0, 0, 1)]
+    outputs = [(augment.waveforms(waveform), augment.spectrograms(features)) for augment in runs]
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+    assert not torch.equal(outputs[0][0], outputs[2][0]) and not torch.equal(outputs[0][1], outputs[2][1])
+
+
+def test_shift_moves_content_without_changing_it_and_placement_keeps_short_clips_whole():
+    waveform = short_clips(length=3000)
+    generator = torch.Generator().manual_seed(0)
+    shifted = shift(waveform, max_shift=800, place=False, generator=generator)
+    for clip, moved in zip(waveform, shifted, strict=True):
+        offset = int(torch.nonzero(moved[0])[0]) - int(torch.nonzero(clip[0])[0])
+        assert abs(offset) <= 800
+    placed = shift(waveform, max_shift=0, place=True, generator=generator)
+    assert torch.equal(content_length(placed) - content_length(waveform) >= 0, torch.ones(8, dtype=torch.bool))
+    assert torch.allclose(placed.abs().sum(dim=-1), waveform.abs().sum(dim=-1)), "nothing may fall off the window"
+    assert len({int(torch.nonzero(clip[0])[0]) for clip in placed}) > 1, "clips should land at different places"
+
+
+def test_noise_is_added_at_the_requested_snr():
+    waveform = torch.randn(64, 1, 8000)
+    noisy = add_noise(waveform, probability=1.0, snr_db=(20.0, 20.0), generator=torch.Generator().manual_seed(0))
+    snr = 10 * torch.log10(waveform.pow(2).mean() / (noisy - waveform).pow(2).mean())
+    assert snr.item() == pytest.approx(20.0, abs=0.5)
+    untouched = add_noise(waveform, probability=0.0, snr_db=(0.0, 0.0), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, waveform)
+
+
+def test_masks_zero_bands_no_wider_than_asked():
+    features = torch.ones(16, 1, 40, 101)
+    masked = mask_along(features, -2, count=1, share=0.125, generator=torch.Generator().manual_seed(0))
+    zeroed_bands = (masked[:, 0, :, 0] == 0).sum(dim=-1)
+    assert zeroed_bands.max() <= 5 and zeroed_bands.sum() > 0
+    assert torch.equal(masked, masked[..., :1].expand_as(masked)), "a frequency mask spans every frame"
+
+
+def test_forward_train_without_augmentation_is_the_plain_forward():
+    config = model_config(params.validate({"model": {"name": "dscnn"}}, "model"), sample_rate=8000)
+    model = build_model(config, n_output=10).eval()
+    waveform = torch.randn(3, 1, 8000)
+    assert torch.equal(forward_train(model, waveform, None), model(waveform))
+
+
+def test_augmented_training_repeats_and_evaluation_is_untouched(tmp_path):
+    for run in ("a", "b"):
+        write_processed(tmp_path / run)
+        write_params(
+            tmp_path / run,
+            model={"name": "dscnn"},
+            train={"epochs": 2, "batch_size": 16, "device": "cpu", "augment": True, "schedule": "cosine"},
+        )
+        stage("train", tmp_path / run)
+    metrics = [json.loads((tmp_path / run / "metrics/train.json").read_text()) for run in ("a", "b")]
+    assert metrics[0] == metrics[1]
+    model, _ = load_checkpoint(tmp_path / "a/models/model.pt")
+    waveforms = torch.randn(5, 1, 8000)
+    logits = batched_logits(model, waveforms, 2)
+    assert torch.equal(logits, batched_logits(model, waveforms, 2)), "evaluation must draw no random numbers"
+    assert torch.allclose(logits, batched_logits(model, waveforms, 5), atol=1e-5), "nor depend on the batch"
+
+
+def test_speed_perturbation_stretches_the_clip_in_time():
+    waveform = short_clips(batch=32, length=4000)
+    played = speed(waveform, max_change=0.2, generator=torch.Generator().manual_seed(0))
+    assert played.shape == waveform.shape and played.dtype == waveform.dtype
+    lengths = content_length(played).float() / 4000
+    assert 0.8 <= lengths.min() < 0.95 and 1.05 < lengths.max() <= 1.26, "both faster and slower clips"

@@ -1,0 +1,67 @@
+"""Training options: the notebook stays the default, schedules have the promised shape, and bad values are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stages import params
+from stages.cli import UserError
+from stages.train import lr_schedule
+from tests.helpers import REPO
+
+
+def test_project_defaults_are_the_notebooks_loop():
+    train = params.load("train", REPO / "params.yaml")
+    assert (train["schedule"], train["label_smoothing"], train["augment"]) == ("none", 0.0, False)
+    assert (train["lr"], train["epochs"], train["batch_size"]) == (0.01, 10, 256)
+    assert params.load("model", REPO / "params.yaml")["name"] == "m5"
+
+
+def learning_rates(schedule: str, epochs: int = 10, warmup: float = 2, steps: int = 5) -> list[float]:
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    config = {"schedule": schedule, "epochs": epochs, "warmup_epochs": warmup, "lr": 0.01}
+    scheduler = lr_schedule(optimizer, config, steps)
+    rates = []
+    for _ in range(epochs * steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_no_schedule_keeps_the_rate_constant():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    assert lr_schedule(optimizer, {"schedule": "none", "epochs": 3, "warmup_epochs": 0, "lr": 0.01}, 4) is None
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_warm_up_to_the_peak_then_decay(schedule):
+    rates = learning_rates(schedule)
+    peak = rates.index(max(rates))
+    assert 8 <= peak <= 10, "the peak comes after warmup_epochs (2 epochs of 5 steps)"
+    assert max(rates) == pytest.approx(0.01, rel=1e-3)
+    assert rates[0] < 0.01 / 4 and rates[-1] < 0.01 / 50
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"train": {"schedule": "onecycle"}}, "train: schedule 'onecycle' needs warmup_epochs > 0"),
+        ({"train": {"warmup_epochs": 10}}, "train: warmup_epochs must be < epochs"),
+        ({"train": {"label_smoothing": 1.0}}, "train.label_smoothing must be a number >= 0 and < 1, got 1.0"),
+        ({"train": {"augment": "yes"}}, "train.augment must be true or false, got 'yes'"),
+        ({"augment": {"snr_db_min": 30, "snr_db_max": 10}}, "augment: snr_db_min must be <= snr_db_max"),
+        ({"model": {"bcresnet": {"win_length": 512}}}, "model.bcresnet: win_length must be <= n_fft"),
+        ({"model": {"dscnn": {"normalise": "per-clip"}}}, "model.dscnn.normalise must be one of none, clip, band"),
+        ({"model": {"bcresnet": {"widht": 2}}}, "unknown key 'model.bcresnet.widht' (did you mean 'width'?)"),
+        ({"model": {"m5": 3}}, "'model.m5' must be a mapping of keys"),
+        ({"data": {"split": "speakers"}}, "did you mean 'speaker'"),
+    ],
+)
+def test_bad_training_options_are_refused_with_the_fix(values, expected):
+    section = next(iter(values))
+    with pytest.raises(UserError) as error:
+        params.validate(values, section)
+    assert expected in str(error.value)
