@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from stages.cli import UserError
-from stages.fileio import atomic_path, write_text
+from stages.fileio import write_text, write_torch
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "validation", "test")
@@ -221,8 +221,7 @@ def assign_splits(paths: list[str], lists: dict[str, set[str]], split: str, fold
 
 def save_split(path: Path, split: dict[str, Any]) -> None:
     """Save one processed split atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(split, tmp)
+    write_torch(path, split)
 
 
 def load_split(path: Path) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def current_umask() -> int:
     mask = os.umask(0)
@@ -64,3 +66,13 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_torch(path: str | Path, data: Any) -> None:
+    """``torch.save`` atomically and reproducibly.
+
+    Given a path, torch names the archive's root folder after the file, so the random temporary name would make
+    every save differ in bytes (and in DVC's hash); through a file handle the name is always ``archive``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(data, handle)

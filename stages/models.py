@@ -16,7 +16,7 @@ from torch import nn
 
 from stages.cli import UserError
 from stages.features import MFCC, LogMel
-from stages.fileio import atomic_path
+from stages.fileio import write_torch
 
 
 class M5(nn.Module):
@@ -220,8 +220,7 @@ def save_checkpoint(path: Path, model: nn.Module, model_config: dict, label_name
         "label_names": list(label_names),
         "audio": dict(audio),
     }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    write_torch(path, checkpoint)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
