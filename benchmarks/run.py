@@ -24,7 +24,7 @@ import torch
 from benchmarks.macs import count_macs
 from stages import params
 from stages.models import build_model, count_parameters, model_config
-from tests.helpers import FSDD_ARCHIVE, commit, copy_project, run
+from tests.helpers import FSDD_ARCHIVE, commit, copy_project, dvc, run
 
 RESULTS = Path(__file__).with_name("results.json")
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"
@@ -53,10 +53,6 @@ COLUMNS: dict[str, list[list[str]]] = {
 }
 
 
-def dvc(root: Path, *args: str) -> str:
-    return run([sys.executable, "-m", "dvc", *args], root, timeout=3600).stdout
-
-
 def workspace(root: Path) -> Path:
     """The scratch project: created and committed once, then reused so DVC's cache keeps the datasets."""
     if not (root / ".git").is_dir():
@@ -78,7 +74,7 @@ def run_one(root: Path, row: str, column: str, split: list[str], seed: int) -> d
     overrides = [*ROWS[row], *split, f"train.seed={seed}"]
     start = time.perf_counter()
     run(["git", "checkout", "--", "."], root)  # start from the baseline: `exp run` applied the last run's params
-    dvc(root, "exp", "run", "-n", name, *(arg for item in overrides for arg in ("-S", item)))
+    dvc(root, "exp", "run", "-n", name, *(arg for item in overrides for arg in ("-S", item)), timeout=3600)
     with (root / "plots/train_history.csv").open() as handle:
         seconds = [float(line["seconds"]) for line in csv.DictReader(handle)]
     accuracy = json.loads((root / "metrics/eval.json").read_text())["accuracy"]

@@ -53,6 +53,11 @@ def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.Co
     return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check=check)
 
 
+def dvc(root: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run this venv's ``dvc`` in ``root``."""
+    return run([sys.executable, "-m", "dvc", *args], root, check=check, timeout=timeout)
+
+
 def write_params(root: Path, **sections: dict) -> None:
     """Write ``params.yaml`` in ``root``: the project's defaults updated with ``sections``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from tests.helpers import commit, copy_project, run, write_params
+from tests.helpers import commit, copy_project, dvc, run, write_params
 
 TINY = {
     "data": {"synthetic_clips": 200},
     "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
     "evaluate": {"device": "cpu"},
 }
-
-
-def dvc(root, *args: str, check: bool = True):
-    return run([sys.executable, "-m", "dvc", *args], root, check=check)
 
 
 @pytest.fixture(scope="module")

@@ -190,17 +190,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return helpers.run([sys.executable, "-m", "dvc", *args], root, check=check)
-
-
 def test_show_draws_every_chart_offline(chromium: Path, project: Path) -> None:
-    dvc(project, "plots", "show", "-o", "plots_show")
+    helpers.dvc(project, "plots", "show", "-o", "plots_show")
     check_page(project, "plots_show", ["workspace"])
 
 
 def test_diff_tells_the_revisions_apart(chromium: Path, project: Path) -> None:
-    dvc(project, "plots", "diff", "HEAD~1", "-o", "plots_diff")
+    helpers.dvc(project, "plots", "diff", "HEAD~1", "-o", "plots_diff")
     check_page(project, "plots_diff", ["HEAD~1", "workspace"])
 
 
@@ -208,7 +204,7 @@ def test_dvc_default_page_needs_the_network(chromium: Path, project: Path) -> No
     """Issue #4 as it was: DVC's own page asks a CDN for its scripts and, offline, draws nothing."""
     default = project / "default_template.html"
     default.write_text(PAGE_HTML)
-    dvc(project, "plots", "show", "-o", "plots_default", "--html-template", str(default))
+    helpers.dvc(project, "plots", "show", "-o", "plots_default", "--html-template", str(default))
     drawn, requests = render(project / "plots_default" / "index.html", "plots_default")
     assert requests and all(url.startswith("https://cdn.jsdelivr.net/") for url in requests), requests
     assert not any(drawn.marks.values())
@@ -219,7 +215,7 @@ def test_missing_template_fails_rather_than_drawing_a_blank_page(project: Path) 
     template = project / plots_template.TEMPLATE
     hidden = template.rename(template.with_suffix(".hidden"))
     try:
-        result = dvc(project, "plots", "show", "-o", "plots_missing", check=False)
+        result = helpers.dvc(project, "plots", "show", "-o", "plots_missing", check=False)
     finally:
         hidden.rename(template)
     assert result.returncode != 0

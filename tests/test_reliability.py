@@ -27,6 +27,7 @@ from stages.models import load_checkpoint
 from tests.helpers import (
     commit,
     copy_project,
+    dvc,
     environment,
     run,
     stage,
@@ -241,7 +242,7 @@ def slow_project(tmp_path_factory):
         evaluate={"device": "cpu"},
     )
     commit(root, "slow config")
-    run([sys.executable, "-m", "dvc", "repro", "preprocess"], root)
+    dvc(root, "repro", "preprocess")
     return root
 
 
@@ -285,12 +286,12 @@ def test_sigkill_mid_epoch_leaves_no_half_written_outputs_and_a_rerun_recovers(s
         train={"epochs": 3, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
     )
-    run([sys.executable, "-m", "dvc", "repro"], root)
+    dvc(root, "repro")
     model, _ = load_checkpoint(root / "models/model.pt")
     assert all(torch.isfinite(tensor).all() for tensor in model.state_dict().values())
     assert json.loads((root / "metrics/train.json").read_text())["epoch"] == 3
     assert json.loads((root / "metrics/eval.json").read_text())["clips"] > 0
-    assert "Data and pipelines are up to date." in run([sys.executable, "-m", "dvc", "repro"], root).stdout
+    assert "Data and pipelines are up to date." in dvc(root, "repro").stdout
     run(["git", "checkout", "params.yaml"], root)
 
 
@@ -306,7 +307,7 @@ def test_second_concurrent_repro_is_refused_and_the_first_finishes(slow_project,
     )
     first = start_repro(root, tmp_path / "first.log")
     wait_for(lambda: train_pid(root) is not None, what="the train stage")
-    second = run([sys.executable, "-m", "dvc", "repro"], root, check=False)
+    second = dvc(root, "repro", check=False)
     assert second.returncode != 0
     message = second.stdout + second.stderr
     assert "is busy, it is being blocked by" in message and ".dvc/tmp/rwlock" in message, message
