@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import torch
 from benchmarks.macs import count_macs
 from stages import params
 from stages.models import build_model, count_parameters, model_config
-from tests.helpers import FSDD_ARCHIVE, commit, copy_project, dvc, run
+from tests.helpers import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, run
 
 RESULTS = Path(__file__).with_name("results.json")
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"
@@ -42,7 +43,7 @@ RECIPE = [
 ROWS: dict[str, list[str]] = {
     "m5": [],
     "dscnn": ["model.name=dscnn", *RECIPE],
-    "bcresnet": ["model.name=bcresnet", *RECIPE],
+    "bcresnet": ["model.name=bcresnet", *RECIPE, "augment.eq_db=0"],  # measured before the equaliser existed
 }
 FSDD = ["data.source=fsdd", f"data.url={FSDD_ARCHIVE}"]
 FOLDS = 6  # FSDD's speakers
@@ -53,8 +54,20 @@ COLUMNS: dict[str, list[list[str]]] = {
 }
 
 
+def code_of(root: Path) -> dict[str, bytes]:
+    """The files that decide what a run computes, apart from params: the stages and the pipeline."""
+    files = [*sorted((root / "stages").glob("*.py")), root / "dvc.yaml"]
+    return {str(path.relative_to(root)): path.read_bytes() for path in files if path.is_file()}
+
+
 def workspace(root: Path) -> Path:
-    """The scratch project: created and committed once, then reused so DVC's cache keeps the datasets."""
+    """The scratch project: created and committed once, then reused so DVC's cache keeps the datasets.
+
+    A copy whose code differs from this checkout's is replaced, so no result is measured with stale code.
+    """
+    if (root / ".git").is_dir() and code_of(root) != code_of(REPO):
+        print(f"the code changed since {root} was made: starting a fresh copy", file=sys.stderr)
+        shutil.rmtree(root)
     if not (root / ".git").is_dir():
         copy_project(root)
         params_file = root / "params.yaml"

@@ -1,12 +1,14 @@
 """Training-time augmentation on the training device, drawn from one seeded generator so runs repeat exactly.
 
-Waveform augmentations take ``[batch, 1, samples]``; SpecAugment masks take ``[batch, 1, coefficients, frames]``.
+Waveform augmentations take ``[batch, 1, samples]``; the equaliser takes log mel energies ``[batch, 1, mels, frames]``;
+SpecAugment masks take the model's features ``[batch, 1, coefficients, frames]``.
 Each draws its randomness per clip from the generator it is given. Only the train stage calls them, on training
 batches, so evaluation and prediction never see them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -72,6 +74,20 @@ def add_noise(
     return waveform + scale.view(batch, 1, 1) * noise
 
 
+def equalise(log_mel: torch.Tensor, max_db: float, generator: torch.Generator, terms: int = 3) -> torch.Tensor:
+    """Tilt each clip's spectrum by a random smooth gain curve over the mel bands, as if heard through another
+    microphone or room: a sum of the first ``terms`` cosines over the band index, each up to ± ``max_db``.
+
+    A fixed curve is exactly what a speaker's recording chain adds to log energies; FSDD's six speakers each
+    recorded with their own, so a model trained on five learns their curves unless it sees many.
+    """
+    batch, bands = log_mel.shape[0], log_mel.shape[-2]
+    position = torch.linspace(0, 1, bands, device=log_mel.device)
+    cosines = torch.cos(math.pi * torch.arange(1, terms + 1, device=log_mel.device)[:, None] * position)
+    nepers = uniform((batch, terms), -max_db, max_db, generator) * math.log(10) / 10  # dB of power -> natural log
+    return log_mel + (nepers @ cosines).view(batch, 1, bands, 1)
+
+
 def mask_along(features: torch.Tensor, dim: int, count: int, share: float, generator: torch.Generator):
     """Zero ``count`` random bands of up to ``share`` of the size along ``dim`` (-2 frequency, -1 time), per clip.
 
@@ -91,8 +107,9 @@ def mask_along(features: torch.Tensor, dim: int, count: int, share: float, gener
 
 
 class Augment:
-    """The ``augment`` params section as callables: ``waveforms`` before the model, ``spectrograms`` between its
-    front end and its body (SpecAugment), both drawing from one generator seeded by ``train.seed``.
+    """The ``augment`` params section as callables, in the order training applies them: ``waveforms`` before the
+    model; for spectrogram models ``log_mel`` (the equaliser) inside the front end and ``spectrograms``
+    (SpecAugment) between the front end and the body. All draw from one generator seeded by ``train.seed``.
     """
 
     def __init__(self, config: dict[str, Any], sample_rate: int, seed: int, device: torch.device) -> None:
@@ -107,6 +124,9 @@ class Augment:
         waveform = shift(waveform, self.max_shift, config["place"], self.generator)
         waveform = gain(waveform, config["gain_db"], self.generator)
         return add_noise(waveform, config["noise_prob"], (config["snr_db_min"], config["snr_db_max"]), self.generator)
+
+    def log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return equalise(log_mel, self.config["eq_db"], self.generator) if self.config["eq_db"] else log_mel
 
     def spectrograms(self, features: torch.Tensor) -> torch.Tensor:
         config = self.config

@@ -1,7 +1,8 @@
 """Spectrogram front ends computed inside the model, on the model's device, from ``[batch, 1, samples]`` waveforms.
 
 Keeping them in the model keeps checkpoints self-contained: ``predict`` and ``evaluate`` feed waveforms as before.
-Both return ``[batch, 1, coefficients, frames]``.
+Both return ``[batch, 1, coefficients, frames]``, in two steps so training can augment in between:
+``log_energies`` (log mel energies, ``[batch, 1, mels, frames]``), then ``features`` (the model's input).
 """
 
 from __future__ import annotations
@@ -61,12 +62,18 @@ class LogMel(nn.Module):
         self.log_offset = log_offset
         self.norm = ClipNorm(normalise)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def log_energies(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.autocast(waveform.device.type, enabled=False):  # the STFT and the log need float32
             log_mel = (self.mel(waveform.float()) + self.log_offset).log()
             if self.floor:
                 log_mel = torch.maximum(log_mel, log_mel.amax(dim=(-2, -1), keepdim=True) - self.floor)
-            return self.norm(log_mel)
+            return log_mel
+
+    def features(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.norm(log_mel)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.features(self.log_energies(waveform))
 
 
 class MFCC(nn.Module):
@@ -78,6 +85,11 @@ class MFCC(nn.Module):
         self.register_buffer("dct", torchaudio.functional.create_dct(n_mfcc, n_mels, norm="ortho"), persistent=False)
         self.norm = ClipNorm(normalise)
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        log_mel = self.log_mel(waveform)
+    def log_energies(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.log_mel.log_energies(waveform)
+
+    def features(self, log_mel: torch.Tensor) -> torch.Tensor:
         return self.norm(torch.matmul(log_mel.transpose(-2, -1), self.dct).transpose(-2, -1))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.features(self.log_energies(waveform))

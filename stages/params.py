@@ -135,6 +135,7 @@ SCHEMA: dict[str, Schema] = {
         "noise_prob": Spec(float, 0.5, ">= 0 and <= 1", lambda value: 0 <= value <= 1),
         "snr_db_min": Spec(float, 10.0, "(finite)", math.isfinite),
         "snr_db_max": Spec(float, 40.0, "(finite)", math.isfinite),
+        "eq_db": at_least(float, 6.0, 0),
         "freq_masks": at_least(int, 2, 0),
         "freq_mask_share": fraction(0.125),
         "time_masks": at_least(int, 2, 0),

@@ -63,14 +63,15 @@ def lr_schedule(
 
 
 def forward_train(model: torch.nn.Module, batch: torch.Tensor, augment: Augment | None) -> torch.Tensor:
-    """Logits of a training batch, augmented when ``augment`` is given: waveforms first, then SpecAugment masks
-    between the front end and the body of a spectrogram model.
+    """Logits of a training batch, augmented when ``augment`` is given: waveforms first; for a spectrogram model
+    then the equaliser on its log mel energies and SpecAugment masks on its features.
     """
     if augment is None:
         return model(batch)
     batch = augment.waveforms(batch)
     if isinstance(model, SpectrogramModel):
-        return model.classify(augment.spectrograms(model.frontend(batch)))
+        log_mel = augment.log_mel(model.frontend.log_energies(batch))
+        return model.classify(augment.spectrograms(model.frontend.features(log_mel)))
     return model(batch)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from stages import params
-from stages.augment import Augment, add_noise, content_length, mask_along, shift, speed
+from stages.augment import Augment, add_noise, content_length, equalise, mask_along, shift, speed
 from stages.models import build_model, load_checkpoint, model_config
 from stages.runtime import batched_logits
 from stages.train import forward_train
@@ -31,16 +32,32 @@ def test_waveform_and_spectrogram_augmentations_keep_shape_and_dtype():
     out = augment.waveforms(waveform)
     assert out.shape == waveform.shape and out.dtype == waveform.dtype and torch.isfinite(out).all()
     features = torch.randn(8, 1, 40, 101)
-    masked = augment.spectrograms(features)
-    assert masked.shape == features.shape and masked.dtype == features.dtype
+    for augmented in (augment.log_mel(features), augment.spectrograms(features)):
+        assert augmented.shape == features.shape and augmented.dtype == features.dtype
 
 
 def test_same_seed_repeats_and_another_seed_differs():
     waveform, features = short_clips(), torch.randn(8, 1, 40, 101)
     runs = [Augment(CONFIG, 8000, seed=seed, device=CPU) for seed in (0, 0, 1)]
-    outputs = [(augment.waveforms(waveform), augment.spectrograms(features)) for augment in runs]
-    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
-    assert not torch.equal(outputs[0][0], outputs[2][0]) and not torch.equal(outputs[0][1], outputs[2][1])
+    outputs = [
+        (augment.waveforms(waveform), augment.log_mel(features), augment.spectrograms(features)) for augment in runs
+    ]
+    assert all(torch.equal(first, again) for first, again in zip(outputs[0], outputs[1], strict=True))
+    assert not any(torch.equal(first, other) for first, other in zip(outputs[0], outputs[2], strict=True))
+
+
+def test_equaliser_adds_one_smooth_bounded_curve_per_clip():
+    log_mel = torch.randn(32, 1, 40, 101)
+    equalised = equalise(log_mel, max_db=6.0, generator=torch.Generator().manual_seed(0))
+    curve = equalised - log_mel
+    assert torch.allclose(curve, curve[..., :1].expand_as(curve), atol=1e-6), "the same gain in every frame"
+    nepers = curve[:, 0, :, 0]
+    assert nepers.abs().max() <= 3 * 6.0 * math.log(10) / 10 + 1e-6, "three cosines of at most 6 dB each"
+    assert nepers.abs().max() > 0.5 and len({round(value, 4) for value in nepers[:, 0].tolist()}) == 32
+    cosines = torch.cos(math.pi * torch.arange(1, 4)[:, None] * torch.linspace(0, 1, 40)).T
+    smooth = cosines @ torch.linalg.lstsq(cosines, nepers.T).solution
+    assert torch.allclose(smooth.T, nepers, atol=1e-5), "each curve is a mix of the three slowest cosines"
+    assert torch.equal(Augment({**CONFIG, "eq_db": 0.0}, 8000, seed=0, device=CPU).log_mel(log_mel), log_mel)
 
 
 def test_shift_moves_content_without_changing_it_and_placement_keeps_short_clips_whole():
