@@ -43,6 +43,7 @@ RECIPE = [
 ROWS: dict[str, list[str]] = {
     "m5": [],
     "dscnn": ["model.name=dscnn", *RECIPE],
+    "dscnn-no-eq": ["model.name=dscnn", *RECIPE, "augment.eq_db=0"],  # the ablation of the equaliser
     "bcresnet": ["model.name=bcresnet", *RECIPE, "augment.eq_db=0"],  # measured before the equaliser existed
 }
 FSDD = ["data.source=fsdd", f"data.url={FSDD_ARCHIVE}"]
