@@ -1,11 +1,11 @@
-"""Run the README's results grid with `dvc exp run` in a scratch copy of the project, and print the table.
+"""Run the README's results grid with `dvc exp run` in a scratch copy of the project, and print its tables.
 
     .venv/bin/python -m benchmarks.run --rows dscnn bcresnet --columns official loso --seeds 0 1 2
-    .venv/bin/python -m benchmarks.run --table-only          # print the table from what was measured
+    .venv/bin/python -m benchmarks.run --table-only          # print the tables from what was measured
 
 Each run is one `dvc exp run -n NAME -S ...` in the copy (default: spoken-digits-bench in the temporary folder), so
-`dvc exp show` there lists them all; results accumulate in benchmarks/results.json. FSDD columns read the
-shared mirror and are skipped, with a message, when it is absent.
+`dvc exp show` there lists every run since the copy was made (a code change starts a new copy); results accumulate
+in benchmarks/results.json. FSDD columns read the shared mirror and are skipped, with a message, when it is absent.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ ROWS: dict[str, list[str]] = {
     "bcresnet": ["model.name=bcresnet", *RECIPE, "augment.eq_db=0"],  # measured before the equaliser existed
 }
 FSDD = ["data.source=fsdd", f"data.url={FSDD_ARCHIVE}"]
-FOLDS = 6  # FSDD's speakers
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")  # FSDD's, in the sorted order of data.fold
+FOLDS = len(SPEAKERS)
 COLUMNS: dict[str, list[list[str]]] = {
     "synthetic": [["data.source=synthetic", "data.url=", "data.split=official"]],
     "official": [[*FSDD, "data.split=official"]],
@@ -113,6 +114,17 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f}{sd} (n={len(values)})"
 
 
+SEED_COLUMNS = ("synthetic", "official")  # one run per seed; LOSO has six per seed
+
+
+def loso_means(runs: dict) -> list[float]:
+    """One LOSO score per seed: the mean over the six held-out speakers, for the seeds that ran every fold."""
+    by_seed: dict[str, list[float]] = {}
+    for key, item in runs.items():  # keys look like "data.fold=3-s1"
+        by_seed.setdefault(key.rsplit("-s", 1)[1], []).append(item["accuracy"])
+    return [statistics.mean(values) for values in by_seed.values() if len(values) == FOLDS]
+
+
 def table(results: dict) -> str:
     lines = [
         "| model | parameters | MACs / clip | s / epoch (FSDD official) | synthetic | FSDD official | FSDD LOSO |",
@@ -121,12 +133,30 @@ def table(results: dict) -> str:
     for row in ROWS:
         facts = model_facts(row)
         runs = results.get(row, {})
-        cells = [mean_sd([item["accuracy"] for item in runs.get(column, {}).values()]) for column in COLUMNS]
+        cells = [mean_sd([run["accuracy"] for run in runs.get(column, {}).values()]) for column in SEED_COLUMNS]
+        cells.append(mean_sd(loso_means(runs.get("loso", {}))))
         official = [item["epoch_seconds"] for item in runs.get("official", {}).values()]
         seconds = f"{statistics.median(official):.1f}" if official else "not measured"
         lines.append(
             f"| {row} | {facts['parameters']:,} | {facts['macs'] / 1e6:.2f} M | {seconds} | {' | '.join(cells)} |"
         )
+    return "\n".join(lines)
+
+
+def fold_table(results: dict) -> str:
+    """LOSO test accuracy per held-out speaker, averaged over the seeds run (their count in brackets)."""
+    lines = [
+        "| LOSO fold (test speaker) | " + " | ".join(f"{fold} ({name})" for fold, name in enumerate(SPEAKERS)) + " |",
+        "|---|" + "---|" * FOLDS,
+    ]
+    for row in ROWS:
+        runs = results.get(row, {}).get("loso", {})
+        cells = []
+        for fold in range(FOLDS):
+            accuracies = [item["accuracy"] for key, item in runs.items() if key.startswith(f"data.fold={fold}-")]
+            cells.append(f"{100 * statistics.mean(accuracies):.1f} (n={len(accuracies)})" if accuracies else "—")
+        if runs:
+            lines.append(f"| {row} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -158,6 +188,8 @@ def main() -> None:
                         results.setdefault(row, {}).setdefault(column, {})[key] = outcome
                         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
+    print()
+    print(fold_table(results))
 
 
 if __name__ == "__main__":

@@ -78,8 +78,8 @@ def equalise(log_mel: torch.Tensor, max_db: float, generator: torch.Generator, t
     """Tilt each clip's spectrum by a random smooth gain curve over the mel bands, as if heard through another
     microphone or room: a sum of the first ``terms`` cosines over the band index, each up to ± ``max_db``.
 
-    A fixed curve is exactly what a speaker's recording chain adds to log energies; FSDD's six speakers each
-    recorded with their own, so a model trained on five learns their curves unless it sees many.
+    A linear recording chain (microphone, room) adds roughly such a fixed curve to log energies; each FSDD speaker
+    recorded with their own, so a model trained on five of them would otherwise learn five curves.
     """
     batch, bands = log_mel.shape[0], log_mel.shape[-2]
     position = torch.linspace(0, 1, bands, device=log_mel.device)
