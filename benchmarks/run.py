@@ -54,6 +54,7 @@ COLUMNS: dict[str, list[list[str]]] = {
     "official": [[*FSDD, "data.split=official"]],
     "loso": [[*FSDD, "data.split=loso", f"data.fold={fold}"] for fold in range(FOLDS)],
 }
+SEED_COLUMNS = ("synthetic", "official")  # one run per seed; LOSO has six per seed
 
 
 def code_of(root: Path) -> dict[str, bytes]:
@@ -114,9 +115,6 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f}{sd} (n={len(values)})"
 
 
-SEED_COLUMNS = ("synthetic", "official")  # one run per seed; LOSO has six per seed
-
-
 def loso_means(runs: dict) -> list[float]:
     """One LOSO score per seed: the mean over the six held-out speakers, for the seeds that ran every fold."""
     by_seed: dict[str, list[float]] = {}
@@ -133,7 +131,7 @@ def table(results: dict) -> str:
     for row in ROWS:
         facts = model_facts(row)
         runs = results.get(row, {})
-        cells = [mean_sd([run["accuracy"] for run in runs.get(column, {}).values()]) for column in SEED_COLUMNS]
+        cells = [mean_sd([item["accuracy"] for item in runs.get(column, {}).values()]) for column in SEED_COLUMNS]
         cells.append(mean_sd(loso_means(runs.get("loso", {}))))
         official = [item["epoch_seconds"] for item in runs.get("official", {}).values()]
         seconds = f"{statistics.median(official):.1f}" if official else "not measured"
