@@ -68,7 +68,8 @@ def conv_bn(
 class SpectrogramModel(nn.Module):
     """A front end that turns waveforms into ``[batch, 1, coefficients, frames]`` and a body that classifies them.
 
-    Training calls the two halves itself to apply SpecAugment in between; ``forward`` is the plain composition.
+    Training calls the front end's two steps and the body itself, to augment in between (the equaliser on the log
+    mel energies, SpecAugment on the features); ``forward`` is the plain composition.
     """
 
     frontend: nn.Module
