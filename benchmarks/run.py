@@ -115,11 +115,17 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f}{sd} (n={len(values)})"
 
 
+def fold_and_seed(key: str) -> tuple[str, str]:
+    """Split a LOSO result key as ``main`` writes it ("data.fold=3-s1") into its fold and seed ("3", "1")."""
+    setting, seed = key.rsplit("-s", 1)
+    return setting.removeprefix("data.fold="), seed
+
+
 def loso_means(runs: dict) -> list[float]:
     """One LOSO score per seed: the mean over the six held-out speakers, for the seeds that ran every fold."""
     by_seed: dict[str, list[float]] = {}
-    for key, item in runs.items():  # keys look like "data.fold=3-s1"
-        by_seed.setdefault(key.rsplit("-s", 1)[1], []).append(item["accuracy"])
+    for key, item in runs.items():
+        by_seed.setdefault(fold_and_seed(key)[1], []).append(item["accuracy"])
     return [statistics.mean(values) for values in by_seed.values() if len(values) == FOLDS]
 
 
@@ -151,7 +157,7 @@ def fold_table(results: dict) -> str:
         runs = results.get(row, {}).get("loso", {})
         cells = []
         for fold in range(FOLDS):
-            accuracies = [item["accuracy"] for key, item in runs.items() if key.startswith(f"data.fold={fold}-")]
+            accuracies = [item["accuracy"] for key, item in runs.items() if fold_and_seed(key)[0] == str(fold)]
             cells.append(f"{100 * statistics.mean(accuracies):.1f} (n={len(accuracies)})" if accuracies else "—")
         if runs:
             lines.append(f"| {row} | {' | '.join(cells)} |")
