@@ -5,6 +5,7 @@ Raw layout (``data/raw``), as in Google Speech Commands::
     <label>/<speaker>_nohash_<n>.wav
     validation_list.txt   # relative paths, one per line
     testing_list.txt      # everything else is training data
+    synthetic_train/<label>/<speaker>_nohash_<n>.wav   # optional extra training clips (data.synthetic_train_clips)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SPEAKER_PATTERN = re.compile(r"^(?P<speaker>[^_]+)_nohash_(?P<n>\d+)\.\w+$")
 FSDD_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[^_]+)_(?P<n>\d+)\.wav$")
 HELD_OUT_FRACTION = 0.1
+# Synthetic clips added to a recorded source's training split; never in the lists, so never held out.
+SYNTHETIC_TRAIN = "synthetic_train"
 
 
 @dataclass(frozen=True)

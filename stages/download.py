@@ -13,7 +13,7 @@ from pathlib import Path
 from stages import params
 from stages.archives import extract
 from stages.cli import UserError, run
-from stages.datasets import SOURCES, clip_paths, read_list, write_speaker_disjoint_lists
+from stages.datasets import SOURCES, SYNTHETIC_TRAIN, clip_paths, read_list, write_speaker_disjoint_lists
 from stages.fetch import fetch
 from stages.fileio import atomic_dir
 
@@ -21,9 +21,9 @@ RAW = Path("data/raw")
 
 
 def download(config: dict, out: Path) -> None:
-    """Fill the empty folder ``out`` with the configured dataset."""
+    """Fill the empty folder ``out`` with the configured dataset, and the extra synthetic training clips if any."""
     if config["source"] == "synthetic":
-        from stages.synth import generate  # espeak is only needed for this source
+        from stages.synth import generate  # espeak is only needed for synthetic clips
 
         if config["url"]:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
@@ -41,6 +41,10 @@ def download(config: dict, out: Path) -> None:
             extract(local, extracted)
             local = extracted
         source.normalise(local, out)
+    if config["synthetic_train_clips"]:
+        from stages.synth import generate
+
+        generate(out / SYNTHETIC_TRAIN, config["synthetic_train_clips"], config["seed"])
 
 
 def main() -> None:
@@ -49,9 +53,11 @@ def main() -> None:
         download(config, out)
     paths = clip_paths(RAW)
     held_out = {split: len(read_list(RAW, split)) for split in ("validation", "test")}
+    extra = len(clip_paths(RAW / SYNTHETIC_TRAIN))
     print(
         f"{RAW}: {len(paths)} clips from '{config['source']}' "
-        f"({held_out['validation']} validation, {held_out['test']} test)",
+        f"({held_out['validation']} validation, {held_out['test']} test)"
+        f"{f', plus {extra} synthetic training clips' if extra else ''}",
         file=sys.stderr,
     )
 

@@ -80,6 +80,8 @@ SCHEMA: dict[str, Schema] = {
         "url": Spec(str, ""),
         "sha256": Spec(str, "", "empty or 64 hex digits", lambda value: not value or is_sha256(value)),
         "synthetic_clips": at_least(int, 5000, 20),
+        # espeak-ng clips added to a recorded source's training split (0 = none; ignored by 'synthetic')
+        "synthetic_train_clips": at_least(int, 0, 0),
         "seed": at_least(int, 0, 0),
         # official: the source's documented lists | speaker: speakers hashed into the three splits |
         # loso: speaker number `fold` (sorted) is the test split

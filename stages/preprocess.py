@@ -2,7 +2,8 @@
 
 Each split file holds ``waveforms`` float32 ``[N, 1, samples]``, ``labels`` int64 ``[N]``, ``speakers`` and
 ``paths``, plus the sorted ``label_names`` and the ``sample_rate``. Bad files are skipped and counted in
-``report.json``.
+``report.json``. Clips under ``data/raw/synthetic_train`` all go to the training split, after the split rule has
+shared out the source's own clips, so they never change which speaker a LOSO fold tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from tqdm import tqdm
 from stages import params
 from stages.audio import BadAudio, prepare
 from stages.cli import UserError, run
-from stages.datasets import AUDIO_SUFFIXES, DIGITS, LIST_FILES, assign_splits, read_list, save_split, speaker_of
+from stages.datasets import (
+    AUDIO_SUFFIXES,
+    DIGITS,
+    LIST_FILES,
+    SYNTHETIC_TRAIN,
+    assign_splits,
+    clip_paths,
+    read_list,
+    save_split,
+    speaker_of,
+)
 from stages.fileio import atomic_dir, write_json
 
 RAW = Path("data/raw")
@@ -33,6 +44,8 @@ def scan(raw: Path) -> tuple[list[str], list[str]]:
         raise UserError(f"{raw} is missing: run `dvc repro download` first")
     clips, unknown = [], []
     for folder in sorted(path for path in raw.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        if folder.name == SYNTHETIC_TRAIN:
+            continue
         if folder.name not in DIGITS:
             print(f"warning: skipped folder {folder}: '{folder.name}' is not a digit label", file=sys.stderr)
             unknown.append(folder.name)
@@ -64,6 +77,9 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
     lists = {name: read_list(RAW, name) for name in LIST_FILES}
     samples = round(config["sample_rate"] * config["clip_seconds"])
     splits = assign_splits(clips, lists, rule, fold)
+    synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in clip_paths(RAW / SYNTHETIC_TRAIN)]
+    splits["train"] += synthetic
+    clips += synthetic
     waveforms = {split: torch.zeros(len(paths), 1, samples) for split, paths in splits.items()}
     position = {path: (split, index) for split, paths in splits.items() for index, path in enumerate(paths)}
     kept = {split: torch.zeros(len(paths), dtype=torch.bool) for split, paths in splits.items()}
@@ -86,7 +102,7 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
         names = [path for path, ok in zip(paths, keep.tolist(), strict=True) if ok]
         if not names:
             raise UserError(f"the {split} split is empty after preprocessing {RAW}; check the data and its split lists")
-        labels = torch.tensor([LABEL_NAMES.index(path.split("/")[0]) for path in names])
+        labels = torch.tensor([LABEL_NAMES.index(path.split("/")[-2]) for path in names])
         save_split(
             out / f"{split}.pt",
             {
@@ -106,6 +122,7 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
     return {
         "split_rule": f"loso fold {fold}" if rule == "loso" else rule,
         "splits": counts,
+        "synthetic_train_clips": len(synthetic),
         "skipped_files": len(skipped),
         "skipped_by_reason": dict(Counter(item["reason"].split(" (")[0] for item in skipped)),
         "skipped_folders": unknown_folders,

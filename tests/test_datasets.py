@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.datasets import DIGITS, read_list, speaker_disjoint, speaker_of
+from stages.datasets import DIGITS, SPLITS, read_list, speaker_disjoint, speaker_of
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
 
@@ -86,6 +86,35 @@ def test_fsdd_layout_is_renamed_and_split_by_its_documented_rule(tmp_path):
     assert validation == {f for f in files if 5 <= int(f.split("_")[-1][:-4]) < 10}
     source = tmp_path / "mirror/free-spoken-digit-dataset-1.0.10/recordings/7_theo_11.wav"
     assert (tmp_path / "data/raw/seven/theo_nohash_11.wav").read_bytes() == source.read_bytes()
+
+
+def test_synthetic_training_clips_join_only_the_training_split_of_a_recorded_source(tmp_path):
+    archive = tar_gz(fsdd_tree(tmp_path / "mirror", ["george", "jackson", "theo"]), tmp_path / "fsdd.tar.gz")
+    write_params(
+        tmp_path, data={"source": "fsdd", "url": str(archive), "synthetic_train_clips": 20, "split": "loso", "fold": 1}
+    )
+
+    assert "plus 20 synthetic training clips" in stage("download", tmp_path).stderr
+    raw = tmp_path / "data/raw"
+    synthetic = [name for name in raw_files(tmp_path) if name.startswith("synthetic_train/")]
+    assert len(synthetic) == 20 and len(raw_files(tmp_path)) == 360 + 20
+    listed = read_list(raw, "validation") | read_list(raw, "test")
+    assert listed and not any(name.startswith("synthetic_train/") for name in listed)
+
+    result = stage("preprocess", tmp_path)
+    assert "not a digit label" not in result.stderr
+    splits = {name: torch.load(tmp_path / f"data/processed/{name}.pt", weights_only=True) for name in SPLITS}
+    assert set(splits["test"]["speakers"]) == {"jackson"}, "the fold still counts the recorded speakers only"
+    in_train = [path for path in splits["train"]["paths"] if path.startswith("synthetic_train/")]
+    assert sorted(in_train) == synthetic
+    for name in ("validation", "test"):
+        assert not any(path.startswith("synthetic_train/") for path in splits[name]["paths"])
+    labels = dict(zip(splits["train"]["paths"], splits["train"]["labels"].tolist(), strict=True))
+    names = splits["train"]["label_names"]
+    assert all(names[labels[path]] == path.split("/")[1] for path in in_train)
+    report = json.loads((tmp_path / "data/processed/report.json").read_text())
+    assert report["synthetic_train_clips"] == 20
+    assert report["splits"]["train"]["clips"] == 240 - 100 + 20  # george and theo, less their validation takes 5-9
 
 
 def test_tiny_speech_commands_tests_on_its_validation_list_and_carves_a_speaker_disjoint_validation(tmp_path):
