@@ -31,6 +31,7 @@ def test_project_params_are_valid():
             "data.source must be one of synthetic, tiny-speech-commands, speech-commands, fsdd",
         ),
         ("data", {"sha256": "abc"}, "data.sha256 must be a string empty or 64 hex digits"),
+        ("data", {"synthetic_train_clips": -5}, "data.synthetic_train_clips must be an integer >= 0, got -5"),
         (
             "preprocess",
             {"sample_rate": 8001},
