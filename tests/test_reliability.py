@@ -217,13 +217,22 @@ def test_ctrl_c_stops_training_within_a_batch_and_writes_nothing(tmp_path):
     write_params(tmp_path, train={"epochs": 10_000, "batch_size": 4, "device": "cpu"})
     log = tmp_path / "train.log"
     with log.open("w") as handle:
+        # As from a terminal: a shell's background jobs ignore SIGINT, and Python then never raises KeyboardInterrupt.
         process = subprocess.Popen(
-            [sys.executable, "-m", "stages.train"], cwd=tmp_path, env=environment(), stderr=handle, stdout=handle
+            [sys.executable, "-m", "stages.train"],
+            cwd=tmp_path,
+            env=environment(),
+            stderr=handle,
+            stdout=handle,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        wait_for(lambda: "epoch   1:" in log.read_text(), what="the first epoch")
-        process.send_signal(signal.SIGINT)
-        start = time.monotonic()
-        code = process.wait(timeout=30)
+        try:
+            wait_for(lambda: "epoch   1:" in log.read_text(), what="the first epoch")
+            process.send_signal(signal.SIGINT)
+            start = time.monotonic()
+            code = process.wait(timeout=30)
+        finally:
+            process.kill()  # no-op once it has exited; never leave a 10,000-epoch run behind
     assert time.monotonic() - start < 5
     assert code == 130
     output = log.read_text()
