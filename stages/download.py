@@ -20,14 +20,19 @@ from stages.fileio import atomic_dir
 RAW = Path("data/raw")
 
 
+def synthesise(out: Path, n_clips: int, seed: int) -> None:
+    """Write espeak-ng clips into ``out``; imported here, as only synthetic clips need espeak and torchaudio."""
+    from stages.synth import generate
+
+    generate(out, n_clips, seed)
+
+
 def download(config: dict, out: Path) -> None:
     """Fill the empty folder ``out`` with the configured dataset, and the extra synthetic training clips if any."""
     if config["source"] == "synthetic":
-        from stages.synth import generate  # espeak is only needed for synthetic clips
-
         if config["url"]:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
-        generate(out, config["synthetic_clips"], config["seed"])
+        synthesise(out, config["synthetic_clips"], config["seed"])
         write_speaker_disjoint_lists(out)
         return
     source = SOURCES[config["source"]]
@@ -42,9 +47,7 @@ def download(config: dict, out: Path) -> None:
             local = extracted
         source.normalise(local, out)
     if config["synthetic_train_clips"]:
-        from stages.synth import generate
-
-        generate(out / SYNTHETIC_TRAIN, config["synthetic_train_clips"], config["seed"])
+        synthesise(out / SYNTHETIC_TRAIN, config["synthetic_train_clips"], config["seed"])
 
 
 def main() -> None:
