@@ -15,7 +15,7 @@ from stages.cli import run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
 from stages.models import load_checkpoint
-from stages.runtime import batched_logits, select_device
+from stages.runtime import batched_logits, select_device, shift_averaged_probabilities, shift_step
 
 MODEL = Path("models/model.pt")
 TEST = Path("data/processed/test.pt")
@@ -55,13 +55,20 @@ def main() -> None:
     model, checkpoint = load_checkpoint(MODEL, device)
     test = load_split(TEST)
     label_names = checkpoint["label_names"]
-    logits = batched_logits(model, test["waveforms"].to(device), config["batch_size"]).cpu()
-    actual = test["labels"]
-    predicted = logits.argmax(dim=1)
+    waveforms, actual = test["waveforms"].to(device), test["labels"]
+    one_pass = batched_logits(model, waveforms, config["batch_size"]).cpu()
+    probabilities = one_pass.softmax(dim=1)
+    if config["test_time_shifts"]:
+        step = shift_step(config["shift_step_ms"], checkpoint["audio"]["sample_rate"])
+        shifts = config["test_time_shifts"]
+        probabilities = shift_averaged_probabilities(model, waveforms, config["batch_size"], shifts, step).cpu()
+    predicted = probabilities.argmax(dim=1)
     report = classification_report(predicted, actual, label_names)
     metrics = {
         "accuracy": report["accuracy"],
-        "loss": F.cross_entropy(logits, actual).item(),
+        # the same model scored without test-time shifts: what the averaging adds
+        "one_pass_accuracy": (one_pass.argmax(dim=1) == actual).float().mean().item(),
+        "loss": F.nll_loss(probabilities.clamp_min(1e-12).log(), actual).item(),
         "macro_f1": report["macro_f1"],
         "clips": len(actual),
         "correct": int((predicted == actual).sum()),

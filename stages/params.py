@@ -146,6 +146,10 @@ SCHEMA: dict[str, Schema] = {
     "evaluate": {
         "device": device("auto"),
         "batch_size": at_least(int, 32, 1),
+        # test-time augmentation: average over 2 * test_time_shifts + 1 copies of each clip, moved by multiples of
+        # shift_step_ms (0 = one plain pass, the notebook's evaluation)
+        "test_time_shifts": at_least(int, 0, 0),
+        "shift_step_ms": positive(float, 25.0),
     },
 }
 

@@ -1,6 +1,7 @@
 """Predict the spoken digit of audio files: ``python -m stages.predict FILE.wav [FILE ...] [--json]``.
 
-Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does.
+Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does. Test-time shifts
+default to the ``evaluate`` section of ``params.yaml`` when there is one, so a prediction matches what was scored.
 A file that cannot be read is reported on its own; the others are still predicted.
 """
 
@@ -14,17 +15,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stages import params
 from stages.audio import BadAudio, prepare
 from stages.cli import run
 from stages.models import load_checkpoint
+from stages.runtime import shift_averaged_probabilities, shift_step
 
 MODEL = Path("models/model.pt")
 
 
-@torch.no_grad()
-def predict(model: nn.Module, waveform: torch.Tensor, label_names: list[str], top: int = 3) -> list[tuple[str, float]]:
-    """The ``top`` most likely labels of one prepared ``[1, samples]`` waveform, with their probabilities."""
-    probabilities = model(waveform.unsqueeze(0)).softmax(dim=-1)[0]
+def predict(
+    model: nn.Module, waveform: torch.Tensor, label_names: list[str], top: int = 3, shifts: int = 0, step: int = 1
+) -> list[tuple[str, float]]:
+    """The ``top`` most likely labels of one prepared ``[1, samples]`` waveform, with their probabilities
+    (averaged over ``2 * shifts + 1`` copies moved by multiples of ``step`` samples, as ``evaluate`` does).
+    """
+    probabilities = shift_averaged_probabilities(model, waveform.unsqueeze(0), 1, shifts, step)[0]
     values, indices = probabilities.topk(min(top, len(label_names)))
     return [(label_names[index], value) for index, value in zip(indices.tolist(), values.tolist(), strict=True)]
 
@@ -34,9 +40,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("files", nargs="+", type=Path, help="audio files (WAV, FLAC, OGG)")
     parser.add_argument("--model", type=Path, default=MODEL, help=f"checkpoint (default: {MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
+    scored = params.load("evaluate") if params.PARAMS_FILE.is_file() else params.validate({}, "evaluate")
+    parser.add_argument(
+        "--test-time-shifts",
+        type=int,
+        default=scored["test_time_shifts"],
+        metavar="N",
+        help="average over 2N+1 shifted copies (default: evaluate.test_time_shifts, %(default)s)",
+    )
+    parser.add_argument(
+        "--shift-step-ms",
+        type=float,
+        default=scored["shift_step_ms"],
+        metavar="MS",
+        help="the shift between copies (default: evaluate.shift_step_ms, %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if args.test_time_shifts < 0 or args.shift_step_ms <= 0:
+        parser.error("--test-time-shifts must be >= 0 and --shift-step-ms > 0")
     model, checkpoint = load_checkpoint(args.model)
     audio = checkpoint["audio"]
+    step = shift_step(args.shift_step_ms, audio["sample_rate"])
     failures = 0
     for path in args.files:
         try:
@@ -47,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps({"file": str(path), "error": str(error)}))
             print(f"error: {path}: {error}", file=sys.stderr)
             continue
-        ranking = predict(model, waveform, checkpoint["label_names"])
+        ranking = predict(model, waveform, checkpoint["label_names"], shifts=args.test_time_shifts, step=step)
         if args.json:
             top3 = [{"label": label, "probability": round(p, 6)} for label, p in ranking]
             print(

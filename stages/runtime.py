@@ -70,3 +70,34 @@ def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, a
     device = waveforms.device
     with autocast(device, amp):
         return torch.cat([model(waveforms[index.to(device)]).float() for index in batches(len(waveforms), batch_size)])
+
+
+def shift_step(milliseconds: float, sample_rate: int) -> int:
+    """``evaluate.shift_step_ms`` in samples, at least one."""
+    return max(1, round(milliseconds * sample_rate / 1000))
+
+
+def shift_by(waveforms: torch.Tensor, samples: int) -> torch.Tensor:
+    """The clips moved ``samples`` later (earlier when negative); the uncovered part of the window is silence."""
+    moved = torch.roll(waveforms, samples, dims=-1)
+    if samples > 0:
+        moved[..., :samples] = 0
+    elif samples < 0:
+        moved[..., samples:] = 0
+    return moved
+
+
+@torch.no_grad()
+def shift_averaged_probabilities(
+    model: nn.Module, waveforms: torch.Tensor, batch_size: int, shifts: int, step: int, amp: bool = False
+) -> torch.Tensor:
+    """Class probabilities averaged over ``2 * shifts + 1`` copies of each clip, moved by multiples of ``step``
+    samples: test-time augmentation, so a prediction depends less on where the word sits in the window.
+    ``shifts=0`` is one plain pass.
+    """
+    return torch.stack(
+        [
+            batched_logits(model, shift_by(waveforms, offset * step), batch_size, amp).softmax(dim=-1)
+            for offset in range(-shifts, shifts + 1)
+        ]
+    ).mean(dim=0)

@@ -22,8 +22,8 @@ from stages.models import (
     model_config,
     save_checkpoint,
 )
-from stages.runtime import select_device, use_amp
-from tests.helpers import stage, tone, write_wav
+from stages.runtime import select_device, shift_averaged_probabilities, use_amp
+from tests.helpers import stage, tone, write_params, write_wav
 
 
 def test_m5_has_the_notebooks_parameter_count_and_shapes():
@@ -95,6 +95,29 @@ def test_checkpoint_round_trip_through_predict(tmp_path):
         assert line["probability"] == pytest.approx(expected.max().item(), abs=1e-5)
         assert line["label"] == labels[expected.argmax()]
     assert "error: empty.wav: not readable audio" in result.stderr
+
+
+def test_predict_uses_the_test_time_shifts_that_evaluate_scores(tmp_path):
+    torch.manual_seed(0)
+    model = M5().eval()
+    labels = [f"word{index}" for index in range(10)]
+    config = {"name": "m5", "n_channel": 32, "stride": 16}
+    save_checkpoint(tmp_path / "model.pt", model, config, labels, {"sample_rate": 8000, "samples": 8000})
+    write_wav(tmp_path / "mono.wav", tone(500, 8000, 0.5), 8000)
+    waveform = prepare(tmp_path / "mono.wav", 8000, 1.0).unsqueeze(0)
+    write_params(tmp_path, evaluate={"test_time_shifts": 2, "shift_step_ms": 50})
+
+    def predicted(*options: str) -> float:
+        result = stage("predict", tmp_path, "--json", "--model", "model.pt", *options, "mono.wav")
+        return json.loads(result.stdout)["probability"]
+
+    averaged = shift_averaged_probabilities(model, waveform, 1, shifts=2, step=400)[0].max().item()
+    plain = model(waveform).softmax(-1)[0].max().item()
+    assert abs(averaged - plain) > 1e-5, "an untrained model is nearly uniform, but the shifts must still show"
+    assert predicted() == pytest.approx(averaged, abs=1e-6), "the default comes from params.yaml's evaluate section"
+    assert predicted("--test-time-shifts", "0") == pytest.approx(plain, abs=1e-6)
+    bad = stage("predict", tmp_path, "--test-time-shifts", "-1", "mono.wav", check=False)
+    assert bad.returncode == 2 and "--test-time-shifts must be >= 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
 class Exploit:

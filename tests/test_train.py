@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 
+from stages.datasets import load_split
 from stages.models import load_checkpoint
+from stages.runtime import batched_logits, shift_averaged_probabilities
 from tests.helpers import stage, write_params, write_processed
 
 SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}
@@ -69,3 +72,17 @@ def test_evaluate_reports_test_metrics_and_per_sample_confusion(tmp_path):
     assert metrics["accuracy"] > 0.5, "ten tones of different pitch should be easy"
     assert set(metrics["per_class"]) == set(load_checkpoint(tmp_path / "models/model.pt")[1]["label_names"])
     assert all(item["support"] == 6 for item in metrics["per_class"].values())
+
+
+def test_evaluate_with_test_time_shifts_scores_the_averaged_probabilities(tmp_path):
+    assert train_in(tmp_path, epochs=6, lr=0.01).returncode == 0
+    write_params(tmp_path, train=SMALL, evaluate={"device": "cpu", "test_time_shifts": 2, "shift_step_ms": 50})
+    stage("evaluate", tmp_path)
+    metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
+    model, _ = load_checkpoint(tmp_path / "models/model.pt")
+    test = load_split(tmp_path / "data/processed/test.pt")
+    probabilities = shift_averaged_probabilities(model, test["waveforms"], 7, shifts=2, step=400)
+    one_pass = batched_logits(model, test["waveforms"], 7).argmax(dim=1)
+    assert metrics["correct"] == int((probabilities.argmax(dim=1) == test["labels"]).sum())
+    assert metrics["one_pass_accuracy"] == (one_pass == test["labels"]).float().mean().item()
+    assert metrics["loss"] == pytest.approx(-probabilities[range(60), test["labels"]].log().mean().item(), rel=1e-4)
