@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from stages import params
+from stages import datasets, models, params
 from stages.cli import UserError
 from tests.helpers import REPO, stage, write_params
 
@@ -16,10 +16,18 @@ def test_project_params_are_valid():
         assert params.validate(data, section) == {**params.validate({}, section), **data.get(section, {})}
 
 
+def test_the_choices_params_offers_are_the_ones_the_code_knows():
+    """params.py names the models and sources without importing torch; these lists must not drift apart."""
+    assert set(params.MODELS) == set(models.MODELS) == set(params.SCHEMA["model"]) - {"name"}
+    assert set(params.SOURCES) == {*datasets.SOURCES, "synthetic"}  # the synthetic set is made, not downloaded
+
+
 @pytest.mark.parametrize(
     ("section", "values", "expected"),
     [
         ("train", {"lr": -1}, "train.lr must be a number > 0, got -1"),
+        ("evaluate", {"test_time_shifts": -1}, "evaluate.test_time_shifts must be an integer >= 0, got -1"),
+        ("evaluate", {"shift_step_ms": 0}, "evaluate.shift_step_ms must be a number > 0"),
         ("train", {"epochs": 0}, "train.epochs must be an integer >= 1"),
         ("train", {"batch_size": "big"}, "train.batch_size must be an integer >= 1, got 'big'"),
         ("train", {"device": "gpu"}, "train.device must be a string auto, cpu, mps, cuda or cuda:N"),
