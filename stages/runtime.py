@@ -89,7 +89,7 @@ def shift_by(waveforms: torch.Tensor, samples: int) -> torch.Tensor:
 
 @torch.no_grad()
 def shift_averaged_probabilities(
-    model: nn.Module, waveforms: torch.Tensor, batch_size: int, shifts: int, step: int, amp: bool = False
+    model: nn.Module, waveforms: torch.Tensor, batch_size: int, shifts: int, step: int
 ) -> torch.Tensor:
     """Class probabilities averaged over ``2 * shifts + 1`` copies of each clip, moved by multiples of ``step``
     samples: test-time augmentation, so a prediction depends less on where the word sits in the window.
@@ -97,7 +97,7 @@ def shift_averaged_probabilities(
     """
     return torch.stack(
         [
-            batched_logits(model, shift_by(waveforms, offset * step), batch_size, amp).softmax(dim=-1)
+            batched_logits(model, shift_by(waveforms, offset * step), batch_size).softmax(dim=-1)
             for offset in range(-shifts, shifts + 1)
         ]
     ).mean(dim=0)
