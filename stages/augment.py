@@ -3,7 +3,7 @@
 Waveform augmentations take ``[batch, 1, samples]``; the equaliser takes log mel energies ``[batch, 1, mels, frames]``;
 SpecAugment masks take the model's features ``[batch, 1, coefficients, frames]``.
 Each draws its randomness per clip from the generator it is given. Only the train stage calls them, on training
-batches, so evaluation and prediction never see them.
+batches, so evaluation and prediction never see them; they use only ``move``, with fixed offsets, for test-time shifts.
 """
 
 from __future__ import annotations
@@ -26,18 +26,24 @@ def content_length(waveform: torch.Tensor) -> torch.Tensor:
     return torch.where(nonzero.any(dim=-1), last + 1, torch.zeros_like(last))
 
 
-def shift(waveform: torch.Tensor, max_shift: int, place: bool, generator: torch.Generator) -> torch.Tensor:
-    """Move each clip by up to ``max_shift`` samples either way; with ``place``, anywhere its padding allows too.
+def move(waveform: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Move each clip ``offset[i]`` samples later (earlier when negative).
 
     Samples moved out of the window are lost; the window's uncovered part becomes silence.
     """
-    batch, samples = waveform.shape[0], waveform.shape[-1]
-    room = samples - content_length(waveform) if place else torch.zeros(batch, device=waveform.device)
-    offset = (uniform((batch,), 0, 1, generator) * (room + 2 * max_shift + 1)).floor().long() - max_shift
+    samples = waveform.shape[-1]
     source = torch.arange(samples, device=waveform.device) - offset[:, None]
     inside = (source >= 0) & (source < samples)
     moved = waveform.flatten(1).gather(1, source.clamp(0, samples - 1))
     return (moved * inside).view_as(waveform)
+
+
+def shift(waveform: torch.Tensor, max_shift: int, place: bool, generator: torch.Generator) -> torch.Tensor:
+    """Move each clip by up to ``max_shift`` samples either way; with ``place``, anywhere its padding allows too."""
+    batch, samples = waveform.shape[0], waveform.shape[-1]
+    room = samples - content_length(waveform) if place else torch.zeros(batch, device=waveform.device)
+    offset = (uniform((batch,), 0, 1, generator) * (room + 2 * max_shift + 1)).floor().long() - max_shift
+    return move(waveform, offset)
 
 
 def speed(waveform: torch.Tensor, max_change: float, generator: torch.Generator) -> torch.Tensor:

@@ -15,7 +15,7 @@ from stages.cli import run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
 from stages.models import load_checkpoint
-from stages.runtime import batched_logits, select_device, shift_averaged_probabilities, shift_step
+from stages.runtime import select_device, shift_step, shifted_probabilities
 
 MODEL = Path("models/model.pt")
 TEST = Path("data/processed/test.pt")
@@ -56,12 +56,10 @@ def main() -> None:
     test = load_split(TEST)
     label_names = checkpoint["label_names"]
     waveforms, actual = test["waveforms"].to(device), test["labels"]
-    one_pass = batched_logits(model, waveforms, config["batch_size"]).cpu()
-    probabilities = one_pass.softmax(dim=1)
-    if config["test_time_shifts"]:
-        step = shift_step(config["shift_step_ms"], checkpoint["audio"]["sample_rate"])
-        shifts = config["test_time_shifts"]
-        probabilities = shift_averaged_probabilities(model, waveforms, config["batch_size"], shifts, step).cpu()
+    step = shift_step(config["shift_step_ms"], checkpoint["audio"]["sample_rate"])
+    shifts = config["test_time_shifts"]
+    copies = shifted_probabilities(model, waveforms, config["batch_size"], shifts, step).cpu()
+    probabilities, one_pass = copies.mean(dim=0), copies[shifts]
     predicted = probabilities.argmax(dim=1)
     report = classification_report(predicted, actual, label_names)
     metrics = {

@@ -19,7 +19,7 @@ from stages import params
 from stages.audio import BadAudio, prepare
 from stages.cli import run
 from stages.models import load_checkpoint
-from stages.runtime import shift_averaged_probabilities, shift_step
+from stages.runtime import shift_step, shifted_probabilities
 
 MODEL = Path("models/model.pt")
 
@@ -30,7 +30,7 @@ def predict(
     """The ``top`` most likely labels of one prepared ``[1, samples]`` waveform, with their probabilities
     (averaged over ``2 * shifts + 1`` copies moved by multiples of ``step`` samples, as ``evaluate`` does).
     """
-    probabilities = shift_averaged_probabilities(model, waveform.unsqueeze(0), 1, shifts, step)[0]
+    probabilities = shifted_probabilities(model, waveform.unsqueeze(0), 1, shifts, step).mean(dim=0)[0]
     values, indices = probabilities.topk(min(top, len(label_names)))
     return [(label_names[index], value) for index, value in zip(indices.tolist(), values.tolist(), strict=True)]
 

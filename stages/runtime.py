@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stages.augment import move
 from stages.cli import UserError
 
 
@@ -77,27 +78,15 @@ def shift_step(milliseconds: float, sample_rate: int) -> int:
     return max(1, round(milliseconds * sample_rate / 1000))
 
 
-def shift_by(waveforms: torch.Tensor, samples: int) -> torch.Tensor:
-    """The clips moved ``samples`` later (earlier when negative); the uncovered part of the window is silence."""
-    moved = torch.roll(waveforms, samples, dims=-1)
-    if samples > 0:
-        moved[..., :samples] = 0
-    elif samples < 0:
-        moved[..., samples:] = 0
-    return moved
-
-
 @torch.no_grad()
-def shift_averaged_probabilities(
+def shifted_probabilities(
     model: nn.Module, waveforms: torch.Tensor, batch_size: int, shifts: int, step: int
 ) -> torch.Tensor:
-    """Class probabilities averaged over ``2 * shifts + 1`` copies of each clip, moved by multiples of ``step``
-    samples: test-time augmentation, so a prediction depends less on where the word sits in the window.
-    ``shifts=0`` is one plain pass.
+    """Class probabilities ``[2 * shifts + 1, clips, classes]`` of copies of each clip moved by -shifts … shifts
+    times ``step`` samples. Their mean is test-time augmentation, so a prediction depends less on where the word sits
+    in the window; the centre copy (index ``shifts``) is the plain pass.
     """
+    offsets = [torch.full((len(waveforms),), k * step, device=waveforms.device) for k in range(-shifts, shifts + 1)]
     return torch.stack(
-        [
-            batched_logits(model, shift_by(waveforms, offset * step), batch_size).softmax(dim=-1)
-            for offset in range(-shifts, shifts + 1)
-        ]
-    ).mean(dim=0)
+        [batched_logits(model, move(waveforms, offset), batch_size).softmax(dim=-1) for offset in offsets]
+    )

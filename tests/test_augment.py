@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stages import params
-from stages.augment import Augment, add_noise, content_length, equalise, mask_along, shift, speed
+from stages.augment import Augment, add_noise, content_length, equalise, mask_along, move, shift, speed
 from stages.models import build_model, load_checkpoint, model_config
-from stages.runtime import batched_logits, shift_averaged_probabilities, shift_by
+from stages.runtime import batched_logits, shifted_probabilities
 from stages.train import forward_train
 from tests.helpers import stage, write_params, write_processed
 
@@ -125,16 +125,18 @@ def test_speed_perturbation_stretches_the_clip_in_time():
 
 def test_test_time_shifts_average_the_probabilities_of_moved_copies():
     ramp = torch.arange(1.0, 11.0).view(1, 1, 10)
-    assert shift_by(ramp, 3).flatten().tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7]
-    assert shift_by(ramp, -2).flatten().tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
-    assert torch.equal(shift_by(ramp, 0), ramp)
+    assert move(ramp, torch.tensor([3])).flatten().tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert move(ramp, torch.tensor([-2])).flatten().tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
+    assert torch.equal(move(ramp, torch.tensor([0])), ramp)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1000, 10))  # sees where the sound sits
     clips = short_clips(batch=5, samples=1000, length=400)
-    plain = shift_averaged_probabilities(model, clips, 2, shifts=0, step=200)
+    plain = shifted_probabilities(model, clips, 2, shifts=0, step=200).mean(dim=0)
     assert torch.allclose(plain, batched_logits(model, clips, 2).softmax(dim=1), atol=1e-6)
-    averaged = shift_averaged_probabilities(model, clips, 3, shifts=1, step=200)
-    copies = [batched_logits(model, shift_by(clips, offset), 5).softmax(dim=1) for offset in (-200, 0, 200)]
+    averaged = shifted_probabilities(model, clips, 3, shifts=1, step=200).mean(dim=0)
+    copies = [
+        batched_logits(model, move(clips, torch.full((5,), offset)), 5).softmax(dim=1) for offset in (-200, 0, 200)
+    ]
     assert torch.allclose(averaged, sum(copies) / 3, atol=1e-6)
     assert not torch.allclose(averaged, plain, atol=1e-4), "the shifted copies must be scored too"
     assert torch.allclose(averaged.sum(dim=1), torch.ones(5), atol=1e-5)

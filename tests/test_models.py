@@ -22,7 +22,7 @@ from stages.models import (
     model_config,
     save_checkpoint,
 )
-from stages.runtime import select_device, shift_averaged_probabilities, use_amp
+from stages.runtime import select_device, shifted_probabilities, use_amp
 from tests.helpers import stage, tone, write_params, write_wav
 
 
@@ -111,7 +111,7 @@ def test_predict_uses_the_test_time_shifts_that_evaluate_scores(tmp_path):
         result = stage("predict", tmp_path, "--json", "--model", "model.pt", *options, "mono.wav")
         return json.loads(result.stdout)["probability"]
 
-    averaged = shift_averaged_probabilities(model, waveform, 1, shifts=2, step=400)[0].max().item()
+    averaged = shifted_probabilities(model, waveform, 1, shifts=2, step=400).mean(dim=0)[0].max().item()
     plain = model(waveform).softmax(-1)[0].max().item()
     assert abs(averaged - plain) > 1e-5, "an untrained model is nearly uniform, but the shifts must still show"
     assert predicted() == pytest.approx(averaged, abs=1e-6), "the default comes from params.yaml's evaluate section"

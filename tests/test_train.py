@@ -10,7 +10,7 @@ import torch
 
 from stages.datasets import load_split
 from stages.models import load_checkpoint
-from stages.runtime import batched_logits, shift_averaged_probabilities
+from stages.runtime import batched_logits, shifted_probabilities
 from tests.helpers import stage, write_params, write_processed
 
 SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}
@@ -81,7 +81,7 @@ def test_evaluate_with_test_time_shifts_scores_the_averaged_probabilities(tmp_pa
     metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
     model, _ = load_checkpoint(tmp_path / "models/model.pt")
     test = load_split(tmp_path / "data/processed/test.pt")
-    probabilities = shift_averaged_probabilities(model, test["waveforms"], 7, shifts=2, step=400)
+    probabilities = shifted_probabilities(model, test["waveforms"], 7, shifts=2, step=400).mean(dim=0)
     one_pass = batched_logits(model, test["waveforms"], 7).argmax(dim=1)
     assert metrics["correct"] == int((probabilities.argmax(dim=1) == test["labels"]).sum())
     assert metrics["one_pass_accuracy"] == (one_pass == test["labels"]).float().mean().item()
