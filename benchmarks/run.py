@@ -11,7 +11,6 @@ in benchmarks/results.json. FSDD columns read the shared mirror and are skipped,
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import statistics
@@ -102,8 +101,7 @@ def run_one(root: Path, row: str, column: str, split: list[str], seed: int) -> d
     start = time.perf_counter()
     run(["git", "checkout", "--", "."], root)  # start from the baseline: `exp run` applied the last run's params
     dvc(root, "exp", "run", "-n", name, *(arg for item in overrides for arg in ("-S", item)), timeout=3600)
-    with (root / "plots/train_history.csv").open() as handle:
-        seconds = [float(line["seconds"]) for line in csv.DictReader(handle)]
+    seconds = json.loads((root / "logs/train_timing.json").read_text())["epoch_seconds"]
     scores = json.loads((root / "metrics/eval.json").read_text())
     accuracy = scores["accuracy"]
     print(f"{name}: test accuracy {accuracy:.4f}, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)

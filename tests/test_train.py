@@ -32,7 +32,9 @@ def test_two_cpu_runs_with_one_seed_give_identical_metrics_and_weights(tmp_path)
     with (tmp_path / "a/plots/train_history.csv").open() as handle:
         history = list(csv.DictReader(handle))
     assert [row["epoch"] for row in history] == ["1", "2", "3"]
-    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc"}
+    timing = json.loads((tmp_path / "a/logs/train_timing.json").read_text())
+    assert len(timing["epoch_seconds"]) == 3 and timing["median"] > 0
     assert metrics[0]["val_acc"] == float(history[-1]["val_acc"])
 
 
