@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import math
+import multiprocessing
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,11 @@ MAX_SAMPLE_RATE = 384_000
 RATE_STEP = 25
 MAX_CHANNELS = 64
 BLOCK_FRAMES = 65_536
+# The word is looked for in at most this much of a recording: memory stays bounded by it, not by the file.
+MAX_SECONDS = 60.0
+FRAME_SECONDS = 0.01
+# A recording whose loudest 10 ms frame has an RMS below this (-60 dBFS) holds no speech: it is silence or hum.
+SPEECH_RMS = 1e-3
 
 
 def read_mono(path: Path, max_seconds: float) -> tuple[torch.Tensor, int]:
@@ -62,18 +70,60 @@ def resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(orig_rate, new_rate)
 
 
-def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
-    """Zero-pad at the end or trim ``[..., frames]`` to exactly ``length`` frames."""
-    frames = waveform.shape[-1]
-    if frames >= length:
-        return waveform[..., :length]
-    return torch.nn.functional.pad(waveform, (0, length - frames))
+class NoSpeech(BadAudio):
+    """A readable recording with nothing loud enough to be a word in it."""
+
+
+def locate(waveform: torch.Tensor, length: int, sample_rate: int) -> torch.Tensor:
+    """The ``length``-sample window of ``[1, frames]`` centred on the spoken word, zero-padded where it overhangs.
+
+    The word is the loudest stretch: the window-long run of 10 ms frames with the most energy. The window is then
+    centred on the energy centroid of that run, so a short word sits in the middle, wherever it was in the file,
+    and a recording of any length gives the same clip as the word alone would.
+    """
+    frame = max(1, round(FRAME_SECONDS * sample_rate))
+    samples = waveform[0].double()
+    count = math.ceil(samples.numel() / frame)
+    energy = torch.nn.functional.pad(samples, (0, count * frame - samples.numel())).view(count, frame).square()
+    energy = energy.mean(dim=1)
+    if energy.max().sqrt() < SPEECH_RMS:
+        raise NoSpeech("no speech found (every 10 ms frame is below -60 dBFS)")
+    span = max(1, min(count, length // frame))
+    running = torch.nn.functional.pad(energy.cumsum(0), (1, 0))
+    start = int((running[span:] - running[:-span]).argmax())
+    weights = energy[start : start + span]
+    centre = (start + (weights * torch.arange(span, dtype=weights.dtype)).sum() / weights.sum() + 0.5) * frame
+    first = round(float(centre)) - length // 2
+    padded = torch.nn.functional.pad(waveform, (max(0, -first), max(0, first + length - waveform.shape[-1])))
+    offset = max(0, first)
+    return padded[..., offset : offset + length]
 
 
 def prepare(path: Path, sample_rate: int, clip_seconds: float) -> torch.Tensor:
-    """Decode, mix to mono, resample and pad or trim one file to ``[1, sample_rate * clip_seconds]``."""
-    waveform, rate = read_mono(path, clip_seconds)
+    """Decode, mix to mono and resample one file, then cut ``[1, sample_rate * clip_seconds]`` centred on its word.
+
+    Up to ``MAX_SECONDS`` of the recording is searched (``locate``), so a word at 1.3 s in a phone recording is kept.
+    """
+    waveform, rate = read_mono(path, max(MAX_SECONDS, clip_seconds))
     source_rate = round(rate / RATE_STEP) * RATE_STEP
     if source_rate != sample_rate:
         waveform = resampler(source_rate, sample_rate)(waveform)
-    return fit_length(waveform, round(sample_rate * clip_seconds))
+    return locate(waveform, round(sample_rate * clip_seconds), sample_rate)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the pool already uses every core
+
+
+def _prepare_job(job: tuple[Path, int, float]) -> tuple[torch.Tensor | None, str]:
+    try:
+        return prepare(*job), ""
+    except BadAudio as error:
+        return None, str(error)
+
+
+def prepare_many(paths: list[Path], sample_rate: int, clip_seconds: float) -> Iterator[tuple[torch.Tensor | None, str]]:
+    """``prepare`` every file on all cores, in order: each a clip and ``""``, or ``None`` and why it was skipped."""
+    jobs = [(path, sample_rate, clip_seconds) for path in paths]
+    with multiprocessing.get_context("fork").Pool(os.cpu_count(), initializer=_worker_init) as pool:
+        yield from pool.imap(_prepare_job, jobs, chunksize=16)

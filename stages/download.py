@@ -7,24 +7,21 @@ The folder is built beside ``data/raw`` and renamed into place only when complet
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 from stages import params
-from stages.archives import extract
 from stages.cli import UserError, run
-from stages.datasets import SOURCES, SYNTHETIC_TRAIN, clip_paths, read_list, write_speaker_disjoint_lists
-from stages.fetch import fetch
+from stages.datasets import SYNTHETIC_TRAIN, clip_paths, obtain, read_list, write_speaker_disjoint_lists
 from stages.fileio import atomic_dir
 
 RAW = Path("data/raw")
 
 
-def synthesise(out: Path, n_clips: int, seed: int) -> None:
-    """Write espeak-ng clips into ``out``; imported here, as only synthetic clips need espeak and torchaudio."""
+def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int) -> None:
+    """Write espeak-ng and Piper clips into ``out``; imported here, as only synthetic clips need the engines."""
     from stages.synth import generate
 
-    generate(out, n_clips, seed)
+    generate(out, n_clips, seed, piper_clips)
 
 
 def download(config: dict, out: Path) -> None:
@@ -32,22 +29,13 @@ def download(config: dict, out: Path) -> None:
     if config["source"] == "synthetic":
         if config["url"]:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
-        synthesise(out, config["synthetic_clips"], config["seed"])
+        synthesise(out, config["synthetic_clips"], config["seed"], config["piper_clips"])
         write_speaker_disjoint_lists(out)
         return
-    source = SOURCES[config["source"]]
-    location = config["url"] or source.url
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=out.parent) as work:
-        known_digest = "" if config["url"] else source.sha256  # a mirror need not be byte-identical
-        local = fetch(location, Path(work), config["sha256"] or known_digest)
-        if not local.is_dir():
-            extracted = Path(work) / "extracted"
-            extracted.mkdir()
-            extract(local, extracted)
-            local = extracted
-        source.normalise(local, out)
-    if config["synthetic_train_clips"]:
-        synthesise(out / SYNTHETIC_TRAIN, config["synthetic_train_clips"], config["seed"])
+    obtain(config["source"], config["url"], config["sha256"], out)
+    if config["synthetic_train_clips"] or config["piper_train_clips"]:
+        extra = out / SYNTHETIC_TRAIN
+        synthesise(extra, config["synthetic_train_clips"], config["seed"], config["piper_train_clips"])
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stages import embedding
 from stages.cli import UserError
 from stages.features import MFCC, LogMel
 from stages.fileio import write_torch
@@ -188,7 +189,53 @@ class BCResNet(SpectrogramModel):
         return self.body(features)
 
 
-MODELS: dict[str, type[nn.Module]] = {"m5": M5, "dscnn": DSCNN, "bcresnet": BCResNet}
+class EmbeddingClassifier(nn.Module):
+    """A small head on the frozen speech embedding (``stages/embedding.py``): LayerNorm, two hidden layers, and the
+    class logits of each 0.76 s window averaged over the clip's windows, so the word may sit anywhere in the clip.
+
+    Only the head is trained, and only the head is in the ``state_dict``. Training feeds it the cached embeddings of
+    the ``embed`` stage through ``classify``; ``forward`` takes waveforms, as every model here does.
+    """
+
+    def __init__(self, sample_rate: int, n_output: int = 10, hidden: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        if sample_rate != embedding.SAMPLE_RATE:
+            raise UserError(
+                f"model 'embedding' needs 16 kHz audio, but the clips are at {sample_rate} Hz: "
+                f"set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
+            )
+        self.head = nn.Sequential(
+            nn.LayerNorm(embedding.EMBEDDING_SIZE),
+            nn.Linear(embedding.EMBEDDING_SIZE, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_output),
+        )
+
+    @property
+    def first_layer(self) -> nn.Linear:
+        """The first learned layer, for the kernels plot: weights over the 96 embedding dimensions."""
+        return self.head[1]
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Logits of ``[batch, windows, 96]`` embeddings: the mean of each window's logits."""
+        return self.head(embeddings).mean(dim=1)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Map ``[batch, 1, samples]`` 16 kHz waveforms to ``[batch, n_output]`` logits."""
+        device = next(self.parameters()).device
+        return self.classify(embedding.embed(waveform).to(device))
+
+
+MODELS: dict[str, type[nn.Module]] = {"m5": M5, "dscnn": DSCNN, "bcresnet": BCResNet, "embedding": EmbeddingClassifier}
+
+
+def takes_embeddings(model: nn.Module) -> bool:
+    """Whether the model trains on the ``embed`` stage's cached embeddings instead of waveforms."""
+    return isinstance(model, EmbeddingClassifier)
 
 
 def model_config(section: dict[str, Any], sample_rate: int) -> dict[str, Any]:

