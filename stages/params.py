@@ -93,12 +93,12 @@ SCHEMA: dict[str, Schema] = {
     },
     "preprocess": {
         "sample_rate": Spec(
-            int, 8000, "from 1000 to 48000, a multiple of 25", lambda value: 1000 <= value <= 48000 and value % 25 == 0
+            int, 16000, "from 1000 to 48000, a multiple of 25", lambda value: 1000 <= value <= 48000 and value % 25 == 0
         ),
         "clip_seconds": Spec(float, 1.0, "> 0 and <= 60", lambda value: 0 < value <= 60),
     },
     "model": {
-        "name": choice("m5", MODELS),
+        "name": choice("embedding", MODELS),
         "m5": {
             "n_channel": positive(int, 32),
             "stride": positive(int, 16),
@@ -138,15 +138,15 @@ SCHEMA: dict[str, Schema] = {
         "device": device("auto"),
         "amp": choice("auto", ("auto", "on", "off")),
         "seed": at_least(int, 0, 0),
-        "epochs": at_least(int, 10, 1),
-        "batch_size": at_least(int, 256, 1),
-        "lr": positive(float, 0.01),
+        "epochs": at_least(int, 40, 1),
+        "batch_size": at_least(int, 128, 1),
+        "lr": positive(float, 0.001),
         "weight_decay": at_least(float, 1e-4, 0),
         "checkpoint": choice("last", ("last", "best")),
         # none (the notebook's constant lr) | onecycle | cosine (linear warm-up, then cosine decay to zero)
-        "schedule": choice("none", ("none", "onecycle", "cosine")),
-        "warmup_epochs": at_least(float, 0.0, 0),
-        "label_smoothing": fraction(0.0),
+        "schedule": choice("onecycle", ("none", "onecycle", "cosine")),
+        "warmup_epochs": at_least(float, 4.0, 0),
+        "label_smoothing": fraction(0.1),
         # true: apply the `augment` section to training batches
         "augment": Spec(bool, False),
     },
@@ -168,7 +168,7 @@ SCHEMA: dict[str, Schema] = {
         # other corpora, all their clips scored: source name -> archive, URL or folder ("" = the source's own URL)
         "sets": Spec(
             dict,
-            {},
+            {"fsdd": "../shared/datasets/free-spoken-digit-dataset-1.0.10.tar.gz"},
             "of recorded source names (" + ", ".join(SOURCES[1:]) + ") to a location string",
             lambda value: all(key in SOURCES[1:] and isinstance(where, str | None) for key, where in value.items()),
         ),

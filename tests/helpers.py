@@ -13,6 +13,7 @@ import soundfile
 import yaml
 
 from tools import plots_template
+from tools.notebook import NOTEBOOK
 
 REPO = Path(__file__).resolve().parent.parent
 FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
@@ -58,10 +59,12 @@ def dvc(root: Path, *args: str, check: bool = True, timeout: float = 900) -> sub
     return run([sys.executable, "-m", "dvc", *args], root, check=check, timeout=timeout)
 
 
-def write_params(root: Path, **sections: dict) -> None:
-    """Write ``params.yaml`` in ``root``: the project's defaults updated with ``sections``."""
+def write_params(root: Path, notebook: bool = False, **sections: dict) -> None:
+    """Write ``params.yaml`` in ``root``: the project's defaults (with ``notebook``, the notebook's run) updated with
+    ``sections``.
+    """
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
+    for section, values in [*(NOTEBOOK.items() if notebook else []), *sections.items()]:
         params.setdefault(section, {}).update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -97,7 +100,9 @@ def commit(root: Path, message: str) -> None:
     run(["git", "commit", "-qm", message], root)
 
 
-def write_processed(root: Path, clips_per_label: int = 6, samples: int = 8000, seed: int = 0) -> None:
+def write_processed(
+    root: Path, clips_per_label: int = 6, samples: int = 8000, seed: int = 0, sample_rate: int = 8000
+) -> None:
     """Write small processed splits in which each label is a noisy tone of its own pitch."""
     import torch
 
@@ -105,7 +110,7 @@ def write_processed(root: Path, clips_per_label: int = 6, samples: int = 8000, s
     from stages.preprocess import LABEL_NAMES
 
     generator = np.random.default_rng(seed)
-    time = np.arange(samples) / 8000
+    time = np.arange(samples) / sample_rate
     for split in ("train", "validation", "test"):
         labels = np.repeat(np.arange(len(LABEL_NAMES)), clips_per_label)
         waves = np.stack([np.sin(2 * np.pi * (200 + 150 * label) * time) for label in labels])
@@ -118,6 +123,6 @@ def write_processed(root: Path, clips_per_label: int = 6, samples: int = 8000, s
                 "speakers": [f"{split}{index % 3}" for index in range(len(labels))],
                 "paths": [f"{LABEL_NAMES[label]}/{split}{index}_nohash_0.wav" for index, label in enumerate(labels)],
                 "label_names": LABEL_NAMES,
-                "sample_rate": 8000,
+                "sample_rate": sample_rate,
             },
         )

@@ -1,4 +1,4 @@
-"""Decoding, mixing, resampling and fitting clips to length, on files written here."""
+"""Decoding, mixing, resampling and locating the word in a recording, on files written here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.audio import BadAudio, fit_length, prepare
+from stages.audio import BadAudio, NoSpeech, locate, prepare
 from tests.helpers import REPO, tone, write_wav
 
 
@@ -47,19 +47,40 @@ def test_odd_sample_rates_resample_in_bounded_memory(tmp_path, rate):
     assert dominant_frequency(prepare(path, 8000, 1.0), 8000) == pytest.approx(440, abs=2)
 
 
-def test_short_clip_is_zero_padded_at_the_end(tmp_path):
+def test_short_clip_is_centred_and_zero_padded_both_sides(tmp_path):
     path = write_wav(tmp_path / "short.wav", tone(300, 16000, 0.25), 16000)
     waveform = prepare(path, 8000, 1.0)
     assert waveform.shape == (1, 8000)
-    assert waveform[0, :1900].abs().max() > 0.4
-    assert torch.count_nonzero(waveform[0, 2100:]) == 0
+    loud = waveform[0].nonzero().flatten()
+    assert 2950 <= loud.min() <= 3050 and 4950 <= loud.max() <= 5050  # 2,000 samples centred in 8,000
+    assert waveform[0, 3100:4900].abs().max() > 0.4
 
 
-def test_long_clip_is_trimmed_to_its_start(tmp_path):
-    samples = np.concatenate([tone(300, 8000, 1.0), np.full(8000 * 3599, 0.25, dtype=np.float32)])
+@pytest.mark.parametrize("start_seconds", [0.0, 1.3, 6.55])
+def test_the_word_is_found_anywhere_in_a_long_noisy_recording(tmp_path, start_seconds):
+    """A 0.4 s burst at any place in 8 s of quiet noise comes out centred, as if it had been recorded alone."""
+    rng = np.random.default_rng(0)
+    samples = (0.005 * rng.standard_normal(8000 * 8)).astype(np.float32)
+    start = int(start_seconds * 8000)
+    samples[start : start + 3200] += tone(500, 8000, 0.4)
+    waveform = prepare(write_wav(tmp_path / "long.wav", samples, 8000), 8000, 1.0)
+    loud = (waveform[0].abs() > 0.1).nonzero().flatten()
+    assert abs((loud.min() + loud.max()).item() / 2 - 4000) <= 80  # the burst's centre within 10 ms of the middle
+    assert loud.max() - loud.min() >= 3150
+
+
+def test_an_hour_long_recording_costs_only_the_searched_minute(tmp_path):
+    samples = np.concatenate([np.full(8000 * 90, 0.01, dtype=np.float32), tone(300, 8000, 1.0, 0.5)])
+    samples = np.concatenate([samples, np.full(8000 * 3509, 0.01, dtype=np.float32)])
     path = write_wav(tmp_path / "hour.wav", samples, 8000)
-    waveform = prepare(path, 8000, 1.0)
-    assert torch.allclose(waveform[0], torch.from_numpy(samples[:8000]), atol=1e-4)
+    waveform = prepare(path, 8000, 1.0)  # the tone is past the first minute, so only the hum is searched
+    assert waveform.shape == (1, 8000)
+    assert waveform.abs().max() == pytest.approx(0.01, abs=1e-3)
+
+
+def test_locate_keeps_a_full_window_when_the_word_fills_it():
+    waveform = torch.ones(1, 8000) * 0.5
+    assert torch.equal(locate(waveform, 8000, 8000), waveform)
 
 
 def test_channels_are_averaged(tmp_path):
@@ -108,12 +129,11 @@ def test_zero_length_nan_and_missing(tmp_path):
         prepare(tmp_path / "missing.wav", 8000, 1.0)
 
 
-def test_silence_and_unicode_names_are_fine(tmp_path):
+def test_silence_is_no_speech_and_unicode_names_are_fine(tmp_path):
     path = write_wav(tmp_path / "dir with spaces" / "sïlence ünïcode.wav", np.zeros(4000, dtype=np.float32), 8000)
-    assert torch.count_nonzero(prepare(path, 8000, 1.0)) == 0
-
-
-def test_fit_length():
-    waveform = torch.arange(10.0).reshape(1, 10)
-    assert fit_length(waveform, 4).tolist() == [[0, 1, 2, 3]]
-    assert fit_length(waveform, 12).tolist() == [[*range(10), 0, 0]]
+    with pytest.raises(NoSpeech, match="no speech found"):
+        prepare(path, 8000, 1.0)
+    quiet_hum = write_wav(tmp_path / "hum.wav", tone(50, 8000, 3.0, amplitude=0.0005), 8000)
+    with pytest.raises(NoSpeech, match="no speech found"):
+        prepare(quiet_hum, 8000, 1.0)
+    assert prepare(write_wav(tmp_path / "ünïcode wörd.wav", tone(440, 8000, 0.5), 8000), 8000, 1.0).abs().max() > 0.4

@@ -102,6 +102,7 @@ def test_augmented_training_repeats_and_evaluation_is_untouched(tmp_path):
         write_processed(tmp_path / run)
         write_params(
             tmp_path / run,
+            notebook=True,
             model={"name": "dscnn"},
             train={"epochs": 2, "batch_size": 16, "device": "cpu", "augment": True, "schedule": "cosine"},
         )

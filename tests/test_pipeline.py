@@ -8,10 +8,13 @@ import pytest
 
 from tests.helpers import commit, copy_project, dvc, run, write_params
 
+# The default pipeline (the embedding model on espeak-ng and Piper clips), scaled down.
 TINY = {
-    "data": {"synthetic_clips": 200},
-    "train": {"epochs": 1, "batch_size": 32, "device": "cpu"},
+    "data": {"synthetic_clips": 200, "piper_clips": 24},
+    "embed": {"copies": 1},
+    "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
     "evaluate": {"device": "cpu"},
+    "transfer": {"sets": {}, "device": "cpu"},
 }
 
 
@@ -31,7 +34,9 @@ def test_repro_writes_every_declared_output(project):
     for path in (
         "data/raw/validation_list.txt",
         "data/processed/train.pt",
+        "data/embedded/train.pt",
         "models/model.pt",
+        "metrics/transfer.json",
         "metrics/train.json",
         "metrics/eval.json",
         "plots/train_history.csv",
@@ -40,9 +45,9 @@ def test_repro_writes_every_declared_output(project):
         "plots/images/learning_curves.png",
     ):
         assert (project / path).is_file(), path
-    assert json.loads((project / "metrics/train.json").read_text())["parameters"] == 25_290
+    assert json.loads((project / "metrics/train.json").read_text())["parameters"] == 93_386
     report = json.loads((project / "data/processed/report.json").read_text())
-    assert sum(split["clips"] for split in report["splits"].values()) == 200
+    assert sum(split["clips"] for split in report["splits"].values()) == 224
 
 
 @pytest.mark.slow
@@ -50,6 +55,14 @@ def test_second_repro_changes_nothing(project):
     result = dvc(project, "repro")
     assert "Data and pipelines are up to date." in result.stdout
     assert run(["git", "status", "--porcelain"], project).stdout == ""
+
+
+@pytest.mark.slow
+def test_forced_repro_reproduces_a_clean_tree(project):
+    """Timings are the only thing that differs between runs, and they are not a tracked output."""
+    dvc(project, "repro", "--force")
+    assert run(["git", "status", "--porcelain"], project).stdout == ""
+    assert (project / "logs/train_timing.json").is_file()
 
 
 @pytest.mark.slow
@@ -63,7 +76,7 @@ def test_exp_run_reruns_only_the_stages_after_the_change(project):
     result = dvc(project, "exp", "run", "-S", "train.epochs=2")
     for name in ("train", "evaluate", "plot"):
         assert f"Running stage '{name}'" in result.stdout
-    for name in ("download", "preprocess"):
+    for name in ("download", "preprocess", "embed"):
         assert f"Running stage '{name}'" not in result.stdout
     assert json.loads((project / "metrics/train.json").read_text())["epoch"] == 2
 

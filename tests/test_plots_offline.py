@@ -182,7 +182,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     helpers.write_processed(root)
     for lr in (0.01, 0.003):
         helpers.write_params(
-            root, train={"epochs": 2, "batch_size": 16, "device": "cpu", "lr": lr}, evaluate={"device": "cpu"}
+            root,
+            notebook=True,
+            train={"epochs": 2, "batch_size": 16, "device": "cpu", "lr": lr},
+            evaluate={"device": "cpu"},
         )
         for name in ("train", "evaluate", "plot"):
             helpers.stage(name, root)

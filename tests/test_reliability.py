@@ -170,7 +170,7 @@ def test_absurd_header_fields_are_refused_before_any_large_read(tmp_path, field,
 
 def test_predict_reports_each_bad_file_and_predicts_the_rest(tmp_path):
     write_processed(tmp_path)
-    write_params(tmp_path, train={"epochs": 1, "batch_size": 16, "device": "cpu"})
+    write_params(tmp_path, notebook=True, train={"epochs": 1, "batch_size": 16, "device": "cpu"})
     stage("train", tmp_path)
     names = []
     for kind in ("int24_stereo", "empty_file", "ogg", "random_bytes", "ten_minutes"):
@@ -214,7 +214,7 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "condition") -> None
 
 def test_ctrl_c_stops_training_within_a_batch_and_writes_nothing(tmp_path):
     write_processed(tmp_path, clips_per_label=30)
-    write_params(tmp_path, train={"epochs": 10_000, "batch_size": 4, "device": "cpu"})
+    write_params(tmp_path, notebook=True, train={"epochs": 10_000, "batch_size": 4, "device": "cpu"})
     log = tmp_path / "train.log"
     with log.open("w") as handle:
         # As from a terminal: a shell's background jobs ignore SIGINT, and Python then never raises KeyboardInterrupt.
@@ -246,6 +246,7 @@ def slow_project(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("interrupt"))
     write_params(
         root,
+        notebook=True,
         data={"synthetic_clips": 100},
         train={"epochs": 400, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
@@ -291,6 +292,7 @@ def test_sigkill_mid_epoch_leaves_no_half_written_outputs_and_a_rerun_recovers(s
 
     write_params(
         root,
+        notebook=True,
         data={"synthetic_clips": 100},
         train={"epochs": 3, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
@@ -310,6 +312,7 @@ def test_second_concurrent_repro_is_refused_and_the_first_finishes(slow_project,
     root = slow_project
     write_params(
         root,
+        notebook=True,
         data={"synthetic_clips": 100},
         train={"epochs": 40, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},

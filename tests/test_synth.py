@@ -117,3 +117,29 @@ def test_a_missing_voice_variant_is_a_user_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(synth, "SPEAKERS", ("en-us.nosuchvariant",))
     with pytest.raises(UserError, match="nosuchvariant"):
         synth.generate(tmp_path / "raw", 10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def piper_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("piper") / "raw"
+    synth.generate(out, 0, seed=0, piper_clips=24)
+    return out
+
+
+def test_piper_clips_repeat_to_the_byte_and_differ_by_seed(piper_clips: Path, tmp_path: Path) -> None:
+    synth.generate(tmp_path / "again", 0, seed=0, piper_clips=24)
+    assert tree(tmp_path / "again") == tree(piper_clips)
+    synth.generate(tmp_path / "other", 0, seed=1, piper_clips=24)
+    assert not set(tree(piper_clips).values()) & set(tree(tmp_path / "other").values())
+
+
+def test_piper_clips_are_warped_speakers_in_the_raw_layout(piper_clips: Path) -> None:
+    matches = [NAME.match(path.relative_to(piper_clips).as_posix()) for path in piper_clips.rglob("*.wav")]
+    assert len(matches) == 24 and all(matches)
+    assert {match["speaker"] for match in matches} <= set(synth.PIPER_SPEAKERS)
+    assert len({match["speaker"] for match in matches}) == 12 and {match["label"] for match in matches} == set(
+        synth.DIGITS
+    )
+    for match in matches:
+        audio, rate = soundfile.read(piper_clips / match.string)
+        assert rate == 16000 and len(audio) == 16000 and np.abs(audio).max() > 0.05

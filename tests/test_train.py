@@ -18,7 +18,7 @@ SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}
 
 def train_in(root, **train):
     write_processed(root)
-    write_params(root, train={**SMALL, **train})
+    write_params(root, notebook=True, train={**SMALL, **train})
     return stage("train", root, check=False)
 
 
@@ -63,7 +63,7 @@ def test_diverging_loss_stops_without_writing_a_model(tmp_path):
 
 def test_evaluate_reports_test_metrics_and_per_sample_confusion(tmp_path):
     assert train_in(tmp_path, epochs=6, lr=0.01).returncode == 0
-    write_params(tmp_path, train=SMALL, evaluate={"device": "cpu"})
+    write_params(tmp_path, notebook=True, train=SMALL, evaluate={"device": "cpu"})
     stage("evaluate", tmp_path)
     metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
     with (tmp_path / "plots/confusion.csv").open() as handle:
@@ -78,7 +78,9 @@ def test_evaluate_reports_test_metrics_and_per_sample_confusion(tmp_path):
 
 def test_evaluate_with_test_time_shifts_scores_the_averaged_probabilities(tmp_path):
     assert train_in(tmp_path, epochs=6, lr=0.01).returncode == 0
-    write_params(tmp_path, train=SMALL, evaluate={"device": "cpu", "test_time_shifts": 2, "shift_step_ms": 50})
+    write_params(
+        tmp_path, notebook=True, train=SMALL, evaluate={"device": "cpu", "test_time_shifts": 2, "shift_step_ms": 50}
+    )
     stage("evaluate", tmp_path)
     metrics = json.loads((tmp_path / "metrics/eval.json").read_text())
     model, _ = load_checkpoint(tmp_path / "models/model.pt")

@@ -1,0 +1,103 @@
+"""The frozen speech embedding, the head trained on it, and the `embed` stage that caches it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stages import embedding, params
+from stages.cli import UserError
+from stages.embed import channel_copy
+from stages.models import EmbeddingClassifier, build_model, count_parameters, load_checkpoint, model_config
+from tests.helpers import stage, tone, write_params, write_processed
+
+EMBEDDING_RUN = {"model": {"name": "embedding"}, "embed": {"copies": 1}, "train": {"epochs": 3, "device": "cpu"}}
+
+
+def test_one_second_at_16_khz_gives_three_windows_of_96():
+    waveforms = torch.from_numpy(np.stack([tone(300, 16000, 1.0), tone(900, 16000, 1.0)])).unsqueeze(1)
+    vectors = embedding.embed(waveforms)
+    assert vectors.shape == (2, 3, 96) and embedding.windows(16000) == 3
+    assert torch.isfinite(vectors).all() and not torch.allclose(vectors[0], vectors[1])
+    assert torch.equal(embedding.embed(waveforms[:1]), vectors[:1])  # a clip's embedding ignores its batch
+
+
+def test_clips_shorter_than_one_window_are_refused():
+    with pytest.raises(UserError, match=r"at least 0\.78 s"):
+        embedding.windows(12000)
+
+
+def test_the_head_has_its_parameter_count_and_keeps_only_its_own_weights():
+    config = model_config(params.validate({"model": {"name": "embedding"}}, "model"), sample_rate=16000)
+    model = build_model(config, n_output=10)
+    assert count_parameters(model) == 93_386
+    assert all(name.startswith("head.") for name in model.state_dict())
+    waveforms = torch.randn(3, 1, 16000) * 0.1
+    model.eval()
+    assert torch.allclose(model(waveforms), model.classify(embedding.embed(waveforms)))
+
+
+def test_the_embedding_model_refuses_8_khz_audio():
+    with pytest.raises(UserError, match=r"preprocess\.sample_rate to 16000"):
+        EmbeddingClassifier(sample_rate=8000)
+
+
+def test_a_channel_copy_keeps_the_length_and_repeats_under_its_seed():
+    config = params.validate({}, "embed")
+    clip = torch.from_numpy(tone(400, 16000, 0.5)).unsqueeze(0)
+    clip = torch.nn.functional.pad(clip, (4000, 4000))
+    copies = [channel_copy(clip, 16000, config, np.random.default_rng(seed)) for seed in (0, 0, 1)]
+    assert all(copy.shape == (1, 16000) for copy in copies)
+    assert torch.equal(copies[0], copies[1]) and not torch.equal(copies[0], copies[2])
+    assert 10 ** (-31 / 20) <= copies[0].abs().max() <= 10 ** (-1 / 20) + 1e-6
+
+
+def test_embed_stage_repeats_byte_for_byte_and_train_evaluate_use_it(tmp_path):
+    for run in ("a", "b"):
+        write_processed(tmp_path / run, clips_per_label=3, samples=16000, sample_rate=16000)
+        write_params(tmp_path / run, **EMBEDDING_RUN, evaluate={"device": "cpu"})
+        stage("embed", tmp_path / run)
+    files = ("train.pt", "validation.pt", "test.pt", "info.json")
+    assert all(
+        (tmp_path / "a/data/embedded" / name).read_bytes() == (tmp_path / "b/data/embedded" / name).read_bytes()
+        for name in files
+    )
+    train = torch.load(tmp_path / "a/data/embedded/train.pt", weights_only=True)
+    assert train["embeddings"].shape == (60, 3, 96)  # 30 clips and one augmented copy of each
+    assert torch.equal(train["labels"][:30], train["labels"][30:])
+    info = json.loads((tmp_path / "a/data/embedded/info.json").read_text())
+    assert info["splits"]["train"] == {"clips": 30, "embedded": 60} and info["windows_per_clip"] == 3
+
+    stage("train", tmp_path / "a")
+    stage("evaluate", tmp_path / "a")
+    model, checkpoint = load_checkpoint(tmp_path / "a/models/model.pt")
+    assert isinstance(model, EmbeddingClassifier) and checkpoint["audio"] == {"sample_rate": 16000, "samples": 16000}
+    assert json.loads((tmp_path / "a/metrics/eval.json").read_text())["clips"] == 30
+
+
+def test_embed_stage_does_nothing_for_a_waveform_model(tmp_path):
+    write_processed(tmp_path)
+    write_params(tmp_path, notebook=True)
+    stage("embed", tmp_path)
+    assert sorted(path.name for path in (tmp_path / "data/embedded").iterdir()) == ["info.json"]
+    assert json.loads((tmp_path / "data/embedded/info.json").read_text()) == {"model": "m5", "embedded": False}
+
+
+def test_embed_stage_refuses_8_khz_clips_with_the_fix(tmp_path):
+    write_processed(tmp_path)
+    write_params(tmp_path, **EMBEDDING_RUN)
+    result = stage("embed", tmp_path, check=False)
+    assert result.returncode == 1 and "preprocess.sample_rate to 16000" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "data/embedded").exists()
+
+
+def test_train_refuses_waveform_augmentation_for_the_embedding_model(tmp_path):
+    write_processed(tmp_path, clips_per_label=2, samples=16000, sample_rate=16000)
+    write_params(tmp_path, **EMBEDDING_RUN)
+    stage("embed", tmp_path)
+    write_params(tmp_path, **{**EMBEDDING_RUN, "train": {"augment": True, "device": "cpu"}})
+    result = stage("train", tmp_path, check=False)
+    assert result.returncode == 1 and "train.augment" in result.stderr and "Traceback" not in result.stderr

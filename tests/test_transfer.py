@@ -1,0 +1,76 @@
+"""The `transfer` stage: a trained model scored on whole other corpora, with missing and damaged sets handled."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stages.models import M5, save_checkpoint
+from stages.preprocess import LABEL_NAMES
+from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
+
+
+def write_model(root):
+    torch.manual_seed(0)
+    save_checkpoint(root / "models/model.pt", M5(), {"name": "m5"}, LABEL_NAMES, {"sample_rate": 8000, "samples": 8000})
+
+
+def transfer(root, sets: dict, check: bool = True):
+    write_params(root, transfer={"sets": sets, "device": "cpu"})
+    return stage("transfer", root, check=check)
+
+
+def test_a_folder_set_is_scored_clip_by_clip_and_a_silent_file_is_skipped(tmp_path):
+    write_model(tmp_path)
+    recordings = tmp_path / "mirror" / "recordings"
+    rng = np.random.default_rng(0)
+    for digit in range(10):
+        for take in range(3):
+            word = tone(300 + 60 * digit, 8000, 0.4)
+            recording = np.concatenate([np.zeros(int(8000 * rng.uniform(0, 3)), np.float32), word])
+            write_wav(recordings / f"{digit}_anna_{take}.wav", recording, 8000)
+    write_wav(recordings / "3_anna_9.wav", np.zeros(8000, np.float32), 8000)
+
+    result = transfer(tmp_path, {"fsdd": str(tmp_path / "mirror")})
+
+    scores = json.loads((tmp_path / "metrics/transfer.json").read_text())["fsdd"]
+    assert scores["clips"] == 30 and scores["skipped_files"] == 1
+    assert sum(sum(row.values()) for row in scores["confusion"].values()) == 30
+    diagonal = sum(row.get(name, 0) for name, row in scores["confusion"].items())
+    assert scores["accuracy"] == pytest.approx(diagonal / 30)
+    assert 0 <= scores["macro_f1"] <= 1 and "transfer fsdd: accuracy" in result.stdout
+
+
+def test_a_missing_local_set_is_skipped_and_recorded(tmp_path):
+    write_model(tmp_path)
+    result = transfer(tmp_path, {"fsdd": "nowhere/fsdd.tar.gz"})
+    assert json.loads((tmp_path / "metrics/transfer.json").read_text()) == {
+        "fsdd": {"skipped": "nowhere/fsdd.tar.gz does not exist"}
+    }
+    assert "warning: transfer set 'fsdd' skipped" in result.stderr
+
+
+def test_a_damaged_archive_is_a_clear_error_and_writes_nothing(tmp_path):
+    write_model(tmp_path)
+    (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b" + bytes(range(200)))
+    result = transfer(tmp_path, {"fsdd": str(tmp_path / "bad.tar.gz")}, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "error:" in result.stderr
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_an_unknown_set_name_is_refused_by_the_params_check(tmp_path):
+    write_model(tmp_path)
+    result = transfer(tmp_path, {"timit": "somewhere"}, check=False)
+    assert result.returncode == 1 and "transfer.sets must be a mapping" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not FSDD_ARCHIVE.is_file(), reason=f"the FSDD mirror {FSDD_ARCHIVE} is not on this machine")
+def test_the_fsdd_mirror_is_scored_whole(tmp_path):
+    write_model(tmp_path)
+    transfer(tmp_path, {"fsdd": str(FSDD_ARCHIVE)})
+    scores = json.loads((tmp_path / "metrics/transfer.json").read_text())["fsdd"]
+    assert scores["clips"] + scores["skipped_files"] == 3000 and scores["clips"] > 2990
