@@ -77,9 +77,10 @@ class NoSpeech(BadAudio):
 def locate(waveform: torch.Tensor, length: int, sample_rate: int) -> torch.Tensor:
     """The ``length``-sample window of ``[1, frames]`` centred on the spoken word, zero-padded where it overhangs.
 
-    The word is the loudest stretch: the window-long run of 10 ms frames with the most energy. The window is then
-    centred on the energy centroid of that run, so a short word sits in the middle, wherever it was in the file,
-    and a recording of any length gives the same clip as the word alone would.
+    A recording no longer than the window is kept whole and centred in it (a clip of exactly the window is returned
+    as it is). In a longer one, the word is the loudest stretch: the window-long run of 10 ms frames with the most
+    energy, and the window is centred on that run's energy centroid. So a word sits in the middle wherever it was
+    in the file, and a long recording gives about the clip the word alone would.
     """
     frame = max(1, round(FRAME_SECONDS * sample_rate))
     samples = waveform[0].double()
@@ -88,6 +89,9 @@ def locate(waveform: torch.Tensor, length: int, sample_rate: int) -> torch.Tenso
     energy = energy.mean(dim=1)
     if energy.max().sqrt() < SPEECH_RMS:
         raise NoSpeech("no speech found (every 10 ms frame is below -60 dBFS)")
+    if waveform.shape[-1] <= length:
+        before = (length - waveform.shape[-1]) // 2
+        return torch.nn.functional.pad(waveform, (before, length - waveform.shape[-1] - before))
     span = max(1, min(count, length // frame))
     running = torch.nn.functional.pad(energy.cumsum(0), (1, 0))
     start = int((running[span:] - running[:-span]).argmax())

@@ -62,7 +62,10 @@ def embed_batch(waveforms: np.ndarray) -> np.ndarray:
     """``[clips, samples]`` float audio in [-1, 1] to ``[clips, windows, 96]`` embeddings."""
     mel_session, embedding_session = sessions()
     # The graphs expect int16-scaled samples, and openWakeWord rescales the mels by x / 10 + 2 before embedding.
-    mels = mel_session.run(None, {"input": (waveforms * 32767).astype(np.float32)})[0][:, 0] / 10 + 2
+    # One clip per call: the mel graph clips its log energies relative to the loudest value in the whole input, so
+    # a batch would make each clip's mels depend on the others.
+    scaled = (waveforms * 32767).astype(np.float32)
+    mels = np.concatenate([mel_session.run(None, {"input": clip[None]})[0][:, 0] for clip in scaled]) / 10 + 2
     starts = range(0, mels.shape[1] - WINDOW_FRAMES + 1, WINDOW_STEP)
     stacked = np.stack([mels[:, start : start + WINDOW_FRAMES] for start in starts], axis=1)
     clips, count = stacked.shape[:2]

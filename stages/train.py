@@ -62,9 +62,14 @@ def lr_schedule(
     total = config["epochs"] * steps_per_epoch
     warmup = round(config["warmup_epochs"] * steps_per_epoch)
     if config["schedule"] == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config["lr"], total_steps=total, pct_start=config["warmup_epochs"] / config["epochs"]
-        )
+        if total < 3:
+            raise UserError(
+                f"schedule 'onecycle' needs at least 3 optimizer steps, but {config['epochs']} epoch(s) of "
+                f"{steps_per_epoch} batch(es) make {total}: lower train.batch_size, raise train.epochs, or use 'none'"
+            )
+        # each of the cycle's two phases must last at least one step, however few batches an epoch has
+        rising = min(max(config["warmup_epochs"] / config["epochs"], 2 / total), 1 - 1 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=total, pct_start=rising)
     if config["schedule"] == "cosine":
 
         def factor(step: int) -> float:

@@ -14,7 +14,11 @@ from stages.embed import channel_copy
 from stages.models import EmbeddingClassifier, build_model, count_parameters, load_checkpoint, model_config
 from tests.helpers import stage, tone, write_params, write_processed
 
-EMBEDDING_RUN = {"model": {"name": "embedding"}, "embed": {"copies": 1}, "train": {"epochs": 3, "device": "cpu"}}
+EMBEDDING_RUN = {
+    "model": {"name": "embedding"},
+    "embed": {"copies": 1},
+    "train": {"epochs": 3, "warmup_epochs": 1.0, "batch_size": 8, "device": "cpu"},
+}
 
 
 def test_one_second_at_16_khz_gives_three_windows_of_96():
@@ -98,6 +102,6 @@ def test_train_refuses_waveform_augmentation_for_the_embedding_model(tmp_path):
     write_processed(tmp_path, clips_per_label=2, samples=16000, sample_rate=16000)
     write_params(tmp_path, **EMBEDDING_RUN)
     stage("embed", tmp_path)
-    write_params(tmp_path, **{**EMBEDDING_RUN, "train": {"augment": True, "device": "cpu"}})
+    write_params(tmp_path, **{**EMBEDDING_RUN, "train": {**EMBEDDING_RUN["train"], "augment": True}})
     result = stage("train", tmp_path, check=False)
     assert result.returncode == 1 and "train.augment" in result.stderr and "Traceback" not in result.stderr
