@@ -1,6 +1,8 @@
 """Predict the spoken digit of audio files: ``python -m stages.predict FILE.wav [FILE ...] [--json]``.
 
-Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does. Test-time shifts
+Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does: the spoken word is
+found in a recording of any length (up to its first minute) and the window is centred on it; a file with no speech
+gets "no speech found" as its answer. Test-time shifts
 default to the ``evaluate`` section of ``params.yaml`` when there is one, so a prediction matches what was scored.
 A file that cannot be read is reported on its own; the others are still predicted.
 """
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from stages import params
-from stages.audio import BadAudio, prepare
+from stages.audio import BadAudio, NoSpeech, prepare
 from stages.cli import run
 from stages.models import load_checkpoint
 from stages.runtime import shift_step, shifted_probabilities
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.files:
         try:
             waveform = prepare(path, audio["sample_rate"], audio["samples"] / audio["sample_rate"])
+        except NoSpeech as silence:  # a readable file with no word in it: an answer, not a failure
+            if args.json:
+                print(json.dumps({"file": str(path), "label": None, "no_speech": True, "reason": str(silence)}))
+            else:
+                print(f"{path}: {silence}")
+            continue
         except BadAudio as error:
             failures += 1
             if args.json:

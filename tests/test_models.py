@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,24 @@ def test_checkpoint_round_trip_through_predict(tmp_path):
         assert line["probability"] == pytest.approx(expected.max().item(), abs=1e-5)
         assert line["label"] == labels[expected.argmax()]
     assert "error: empty.wav: not readable audio" in result.stderr
+
+
+def test_predict_answers_no_speech_for_silence_and_finds_a_late_word(tmp_path):
+    torch.manual_seed(0)
+    model = M5().eval()
+    labels = [f"word{index}" for index in range(10)]
+    save_checkpoint(tmp_path / "model.pt", model, {"name": "m5"}, labels, {"sample_rate": 8000, "samples": 8000})
+    write_wav(tmp_path / "silence.wav", np.zeros(24000, np.float32), 8000)
+    word = tone(500, 8000, 0.5)
+    late = np.concatenate([np.zeros(int(8000 * 1.3), np.float32), word, np.zeros(8000 * 2, np.float32)])
+    write_wav(tmp_path / "late.wav", late, 8000)
+    write_wav(tmp_path / "alone.wav", word, 8000)
+    result = stage("predict", tmp_path, "--json", "--model", "model.pt", "silence.wav", "late.wav", "alone.wav")
+    silence, found, alone = (json.loads(line) for line in result.stdout.splitlines())
+    assert silence["label"] is None and silence["no_speech"] and "no speech found" in silence["reason"]
+    assert found["label"] == alone["label"] and found["probability"] == pytest.approx(alone["probability"], abs=1e-4)
+    text = stage("predict", tmp_path, "--model", "model.pt", "silence.wav").stdout
+    assert text.startswith("silence.wav: no speech found")
 
 
 def test_predict_uses_the_test_time_shifts_that_evaluate_scores(tmp_path):

@@ -90,8 +90,8 @@ CASES = {
     "float64": None,
     "flac": None,
     "ogg": None,
-    "silent": None,
-    "one_sample": None,
+    "silent": "no speech found",
+    "one_sample": "no speech found",
     "ten_minutes": None,
     "empty_file": "not readable audio",
     "zero_length": "zero-length audio",
@@ -133,7 +133,7 @@ def test_audio_corpus_through_preprocess_is_kept_or_skipped_with_its_reason(tmp_
     train = torch.load(tmp_path / "data/processed/train.pt", weights_only=True)
     kept = [case_path(kind) for kind, reason in CASES.items() if reason is None]
     assert set(kept) <= set(train["paths"])
-    assert torch.isfinite(train["waveforms"]).all() and train["waveforms"].shape[1:] == (1, 8000)
+    assert torch.isfinite(train["waveforms"]).all() and train["waveforms"].shape[1:] == (1, 16000)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
