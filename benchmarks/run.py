@@ -77,8 +77,8 @@ SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")  # FSDD
 FOLDS = len(SPEAKERS)
 # A model trained without FSDD is also scored on all of FSDD (the transfer stage); one trained on it is not.
 COLUMNS: dict[str, list[list[str]]] = {
-    "synthetic": [["data.source=synthetic", "data.url=", "data.split=official", f"transfer.sets.fsdd={FSDD_ARCHIVE}"]],
-    "official": [[*FSDD, "data.split=official", "transfer.sets={}"]],
+    "synthetic": [["data.source=synthetic", "data.url=", f"transfer.sets.fsdd={FSDD_ARCHIVE}", "data.split=official"]],
+    "official": [[*FSDD, "transfer.sets={}", "data.split=official"]],
     "loso": [[*FSDD, "data.split=loso", "transfer.sets={}", f"data.fold={fold}"] for fold in range(FOLDS)],
 }
 

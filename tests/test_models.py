@@ -177,7 +177,10 @@ def test_model_config_keeps_only_the_chosen_models_settings():
     config = model_config(section, sample_rate=8000)
     assert config["name"] == "dscnn" and config["sample_rate"] == 8000 and config["n_mfcc"] == 10
     assert "width" not in config and "n_channel" not in config
-    assert model_config(params.validate({}, "model"), 8000) == {"name": "m5", "n_channel": 32, "stride": 16}
+    m5 = params.validate({"model": {"name": "m5"}}, "model")
+    assert model_config(m5, 8000) == {"name": "m5", "n_channel": 32, "stride": 16}
+    default = model_config(params.validate({}, "model"), 16000)
+    assert default == {"name": "embedding", "hidden": 256, "dropout": 0.5, "sample_rate": 16000}
 
 
 @pytest.mark.parametrize("name", ["dscnn", "bcresnet"])
