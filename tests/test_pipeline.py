@@ -58,6 +58,21 @@ def test_second_repro_changes_nothing(project):
 
 
 @pytest.mark.slow
+def test_a_fresh_clone_pulls_the_run_from_a_remote_and_retrains_nothing(project, tmp_path):
+    """The team workflow: push the outputs to a DVC remote (a local folder here), clone, pull, and find it all current."""
+    dvc(project, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
+    commit(project, "a shared DVC remote")
+    dvc(project, "push")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    dvc(clone, "pull")
+    assert (clone / "models/model.pt").read_bytes() == (project / "models/model.pt").read_bytes()
+    assert "Data and pipelines are up to date." in dvc(clone, "status").stdout
+    result = dvc(clone, "repro")
+    assert "Running stage" not in result.stdout and "Data and pipelines are up to date." in result.stdout
+
+
+@pytest.mark.slow
 def test_forced_repro_reproduces_a_clean_tree(project):
     """Timings are the only thing that differs between runs, and they are not a tracked output."""
     dvc(project, "repro", "--force")
