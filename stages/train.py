@@ -3,8 +3,9 @@
 Batches are drawn by indexing the on-device tensors, so an epoch does no decoding, resampling or collation.
 Waveform models read ``data/processed``; the ``embedding`` model reads the frozen embeddings of ``data/embedded``
 and trains only its head.
-The test split is never read here: model selection uses the validation split only. On top of the notebook's
-loop (the default), params add a learning-rate schedule, label smoothing and on-device augmentation.
+The test split is never read here: model selection uses the validation split only. The loop is the notebook's
+(Adam; ``make notebook`` runs it exactly), and params add a learning-rate schedule, label smoothing and, for waveform
+models, on-device augmentation.
 """
 
 from __future__ import annotations
