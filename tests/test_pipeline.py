@@ -59,7 +59,7 @@ def test_second_repro_changes_nothing(project):
 
 @pytest.mark.slow
 def test_a_fresh_clone_pulls_the_run_from_a_remote_and_retrains_nothing(project, tmp_path):
-    """The team workflow: push the outputs to a DVC remote (a local folder here), clone, pull, and find it all current."""
+    """The team workflow: push to a DVC remote (a local folder here), clone, pull, and find everything current."""
     dvc(project, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
     commit(project, "a shared DVC remote")
     dvc(project, "push")
