@@ -21,11 +21,11 @@ import soundfile
 import torch
 
 from stages.audio import prepare
+from stages.datasets import DIGITS
 from stages.models import load_checkpoint
-from stages.runtime import shifted_probabilities
+from stages.runtime import shift_step, shifted_probabilities
 
 FSDD_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NOISE_DB = 30.0
 
 
@@ -74,7 +74,7 @@ def main() -> None:
             hidden.append(long_dir / path.name)
             soundfile.write(hidden[-1], hide(clip, rate, rng), rate, subtype="FLOAT")
         actual = torch.tensor([label_names.index(DIGITS[int(path.name[0])]) for path in given])
-        step = round(0.025 * checkpoint["audio"]["sample_rate"])
+        step = shift_step(25.0, checkpoint["audio"]["sample_rate"])
         as_given = score(model, given, checkpoint["audio"], args.test_time_shifts, step)
         in_long = score(model, hidden, checkpoint["audio"], args.test_time_shifts, step)
     accuracy_given = (as_given == actual).float().mean().item()

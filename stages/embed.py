@@ -98,12 +98,7 @@ def embed_split(split: str, config: dict) -> dict:
     if split == "train" and config["copies"]:
         waveforms = torch.cat([waveforms, copies(waveforms, data["sample_rate"], config)])
         labels = labels.repeat(config["copies"] + 1)
-    vectors = torch.cat(
-        [
-            embedding.embed(waveforms[start : start + embedding.BATCH])
-            for start in tqdm(range(0, len(waveforms), embedding.BATCH), desc=f"embedding {split}", leave=False)
-        ]
-    )
+    vectors = embedding.embed(waveforms, progress=f"embedding {split}")
     return {
         "embeddings": vectors,
         "labels": labels,

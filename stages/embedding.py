@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from stages.cli import UserError
 
@@ -34,12 +35,11 @@ def model_dir() -> Path:
 
 
 @functools.cache
-def sessions(threads: int = 0) -> tuple:
+def sessions() -> tuple:
     """The mel and embedding onnxruntime sessions, loaded once per process."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
     options.log_severity_level = 3
     found = []
     for name in ("melspectrogram.onnx", "embedding_model.onnx"):
@@ -73,8 +73,12 @@ def embed_batch(waveforms: np.ndarray) -> np.ndarray:
     return embedding_session.run(None, {"input_1": flat})[0].reshape(clips, count, EMBEDDING_SIZE)
 
 
-def embed(waveforms: torch.Tensor) -> torch.Tensor:
-    """Embeddings ``[clips, windows, 96]`` (float32, CPU) of ``[clips, 1, samples]`` 16 kHz waveforms."""
+def embed(waveforms: torch.Tensor, progress: str = "") -> torch.Tensor:
+    """Embeddings ``[clips, windows, 96]`` (float32, CPU) of ``[clips, 1, samples]`` 16 kHz waveforms; with
+    ``progress``, a progress bar of that name over the batches.
+    """
     audio = waveforms.detach().float().cpu().flatten(1).numpy()
-    parts = [embed_batch(audio[start : start + BATCH]) for start in range(0, len(audio), BATCH)]
+    starts = range(0, len(audio), BATCH)
+    batches = tqdm(starts, desc=progress, unit="batch", leave=False) if progress else starts
+    parts = [embed_batch(audio[start : start + BATCH]) for start in batches]
     return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, windows(audio.shape[-1]), 96)

@@ -232,6 +232,7 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 # Rules between keys of one (nested) section, checked after each key is valid on its own.
+SNR_RANGE = (lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")
 CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
     "train": [
         (
@@ -249,8 +250,8 @@ CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
             "the synthetic set needs synthetic_clips + piper_clips >= 20",
         )
     ],
-    "augment": [(lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")],
-    "embed": [(lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")],
+    "augment": [SNR_RANGE],
+    "embed": [SNR_RANGE],
     **{
         f"model.{name}": [
             (lambda config: config["win_length"] <= config["n_fft"], "win_length must be <= n_fft"),
