@@ -24,8 +24,8 @@ from stages.audio import prepare
 from stages.datasets import DIGITS
 from stages.models import load_checkpoint
 from stages.runtime import shift_step, shifted_probabilities
+from tools.project import FSDD_ARCHIVE
 
-FSDD_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
 NOISE_DB = 30.0
 
 

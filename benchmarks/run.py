@@ -24,8 +24,8 @@ import torch
 from benchmarks.macs import count_macs
 from stages import params
 from stages.models import build_model, count_parameters, model_config
-from tests.helpers import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, run
 from tools.notebook import overrides as notebook_overrides
+from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, run
 
 RESULTS = Path(__file__).with_name("results.json")
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"

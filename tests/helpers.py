@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,51 +10,16 @@ import numpy as np
 import soundfile
 import yaml
 
-from tools import plots_template
 from tools.notebook import NOTEBOOK
+from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
 
-REPO = Path(__file__).resolve().parent.parent
-FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
-PROJECT_FILES = (
-    "stages",
-    "dvc.yaml",
-    "params.yaml",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".dvcignore",
-    ".gitignore",
-)
-
-
-def environment() -> dict[str, str]:
-    """The environment a stage sees: this venv's python first on PATH, and the project importable."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(REPO)
-    env.setdefault("GIT_AUTHOR_NAME", "test")
-    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.invalid")
-    env.setdefault("GIT_COMMITTER_NAME", "test")
-    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.invalid")
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a command and return its result; with ``check``, fail the test showing its output."""
-    result = subprocess.run(args, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+# Re-exported: the tests reach the project through tests.helpers, the benchmarks through tools.project.
+__all__ = ["FSDD_ARCHIVE", "REPO", "commit", "copy_project", "dvc", "environment", "run"]
 
 
 def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m stages.<name>`` in ``cwd``, the way ``dvc repro`` does."""
     return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check=check)
-
-
-def dvc(root: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run this venv's ``dvc`` in ``root``."""
-    return run([sys.executable, "-m", "dvc", *args], root, check=check, timeout=timeout)
 
 
 def write_params(root: Path, notebook: bool = False, **sections: dict) -> None:
@@ -78,26 +41,6 @@ def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str = "PCM_16
 def tone(frequency: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
     time = np.arange(int(rate * seconds)) / rate
     return (amplitude * np.sin(2 * np.pi * frequency * time)).astype(np.float32)
-
-
-def copy_project(target: Path) -> Path:
-    """Copy the project's pipeline files into ``target`` and make it a git repository with one commit."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    plots_template.write(target / plots_template.TEMPLATE)  # git-ignored, so made rather than copied
-    run(["git", "init", "-q", "-b", "main"], target)
-    return target
-
-
-def commit(root: Path, message: str) -> None:
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", message], root)
 
 
 def write_processed(
