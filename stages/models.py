@@ -18,6 +18,7 @@ from stages import embedding
 from stages.cli import UserError
 from stages.features import MFCC, LogMel
 from stages.fileio import write_torch
+from stages.params import SUB_BANDS
 
 
 class M5(nn.Module):
@@ -120,7 +121,7 @@ class DSCNN(SpectrogramModel):
 class SubSpectralNorm(nn.Module):
     """BatchNorm with separate statistics for each of ``bands`` frequency sub-bands (Chang et al. 2021)."""
 
-    def __init__(self, channels: int, bands: int = 5) -> None:
+    def __init__(self, channels: int, bands: int = SUB_BANDS) -> None:
         super().__init__()
         self.bands = bands
         self.norm = nn.BatchNorm2d(channels * bands)

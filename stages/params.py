@@ -80,11 +80,14 @@ SCHEMA: dict[str, Schema] = {
         "url": Spec(str, ""),
         "sha256": Spec(str, "", "empty or 64 hex digits", lambda value: not value or is_sha256(value)),
         "synthetic_clips": at_least(int, 5000, 0),
-        # Piper clips in the synthetic set
+        # Piper and Kokoro clips in the synthetic set
         "piper_clips": at_least(int, 3000, 0),
-        # espeak-ng and Piper clips added to a recorded source's training split (0 = none; ignored by 'synthetic')
+        "kokoro_clips": at_least(int, 500, 0),
+        # espeak-ng, Piper and Kokoro clips added to a recorded source's training split (0 = none; ignored by
+        # 'synthetic')
         "synthetic_train_clips": at_least(int, 0, 0),
         "piper_train_clips": at_least(int, 0, 0),
+        "kokoro_train_clips": at_least(int, 0, 0),
         "seed": at_least(int, 0, 0),
         # official: the source's documented lists | speaker: speakers hashed into the three splits |
         # loso: speaker number `fold` (sorted) is the test split
@@ -231,6 +234,24 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
+def bcresnet_bands(n_mels: int) -> list[int]:
+    """The mel-band counts BC-ResNet's blocks see: its head and stages 2 and 3 each halve them (rounding up)."""
+    sizes = [math.ceil(n_mels / 2)]
+    for _ in range(2):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes
+
+
+def bcresnet_fits(n_mels: int) -> bool:
+    """Whether BC-ResNet can run on ``n_mels`` bands: its sub-spectral norm splits every block's bands into
+    ``SUB_BANDS`` equal groups, and its last frequency convolution (5 taps, unpadded) needs at least 5 of them.
+    """
+    bands = bcresnet_bands(n_mels)
+    return all(size % SUB_BANDS == 0 for size in bands) and bands[-1] >= 5
+
+
+SUB_BANDS = 5  # BC-ResNet's sub-spectral norm groups (stages.models.SubSpectralNorm)
+
 # Rules between keys of one (nested) section, checked after each key is valid on its own.
 SNR_RANGE = (lambda config: config["snr_db_min"] <= config["snr_db_max"], "snr_db_min must be <= snr_db_max")
 CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
@@ -246,8 +267,8 @@ CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
     ],
     "data": [
         (
-            lambda config: config["synthetic_clips"] + config["piper_clips"] >= 20,
-            "the synthetic set needs synthetic_clips + piper_clips >= 20",
+            lambda config: config["synthetic_clips"] + config["piper_clips"] + config["kokoro_clips"] >= 20,
+            "the synthetic set needs synthetic_clips + piper_clips + kokoro_clips >= 20",
         )
     ],
     "augment": [SNR_RANGE],
@@ -260,6 +281,16 @@ CONSTRAINTS: dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]] = {
         for name in ("dscnn", "bcresnet")
     },
 }
+CONSTRAINTS["model.dscnn"].append(
+    (lambda config: config["n_mfcc"] <= config["n_mels"], "n_mfcc must be <= n_mels (the MFCCs are taken of the mels)")
+)
+CONSTRAINTS["model.bcresnet"].append(
+    (
+        lambda config: bcresnet_fits(config["n_mels"]),
+        f"n_mels must halve three times into band counts divisible by {SUB_BANDS} (BC-ResNet's sub-spectral norm), "
+        "as 40 -> 20, 10, 5 does: for example 40 or 80",
+    )
+)
 
 
 def validate_mapping(where: str, schema: Schema, given: Any, path: Path) -> dict[str, Any]:

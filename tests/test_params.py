@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from stages import datasets, models, params
@@ -77,3 +78,30 @@ def test_unknown_section_and_broken_yaml(tmp_path):
         params.load("train", path)
     with pytest.raises(UserError, match="cannot read"):
         params.load("train", tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("n_mels", [8, 20, 39, 40, 48, 64, 80, 100, 120])
+def test_bcresnet_n_mels_is_refused_exactly_when_the_model_cannot_run_on_it(n_mels):
+    """The sub-spectral norm rule in params matches what BC-ResNet's layers can actually do."""
+    config = {"model": {"name": "bcresnet", "bcresnet": {"n_mels": n_mels}}}
+    try:
+        section = params.validate(config, "model")
+    except UserError as error:
+        assert "n_mels must halve three times" in str(error)
+        with pytest.raises(RuntimeError):
+            models.build_model(models.model_config(section_unchecked(n_mels), 16000), 10)(torch.zeros(1, 1, 16000))
+    else:
+        logits = models.build_model(models.model_config(section, 16000), 10)(torch.zeros(1, 1, 16000))
+        assert logits.shape == (1, 10)
+
+
+def section_unchecked(n_mels: int) -> dict:
+    """The model section with BC-ResNet on ``n_mels`` bands, bypassing the rule under test."""
+    section = params.validate({"model": {"name": "bcresnet"}}, "model")
+    section["bcresnet"]["n_mels"] = n_mels
+    return section
+
+
+def test_dscnn_takes_no_more_mfccs_than_mels():
+    with pytest.raises(UserError, match="n_mfcc must be <= n_mels"):
+        params.validate({"model": {"dscnn": {"n_mfcc": 41, "n_mels": 40}}}, "model")
