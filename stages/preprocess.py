@@ -1,7 +1,7 @@
 """Stage `preprocess`: decode every raw clip once into one cached tensor file per split.
 
 Each split file holds ``waveforms`` float32 ``[N, 1, samples]``, ``labels`` int64 ``[N]``, ``speakers`` and
-``paths``, plus the sorted ``label_names`` and the ``sample_rate``. Bad files are skipped and counted in
+``paths``, plus the ``label_names`` (zero to nine) and the ``sample_rate``. Bad files are skipped and counted in
 ``report.json``. Clips under ``data/raw/synthetic_train`` all go to the training split, after the split rule has
 shared out the source's own clips, so they never change which speaker a LOSO fold tests.
 """
@@ -33,7 +33,7 @@ from stages.fileio import atomic_dir, write_json
 
 RAW = Path("data/raw")
 PROCESSED = Path("data/processed")
-LABEL_NAMES = sorted(DIGITS)
+LABEL_NAMES = list(DIGITS)  # in the order people read digits, zero to nine (index = the digit)
 
 
 def scan(raw: Path) -> tuple[list[str], list[str]]:

@@ -21,6 +21,7 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.html import PAGE_HTML
 
+from stages.datasets import DIGITS
 from stages.preprocess import LABEL_NAMES
 from tests import helpers
 from tools import plots_template
@@ -136,9 +137,13 @@ def y_fields(definition: dict) -> list[str]:
     return [field for value in definition["y"].values() for field in ([value] if isinstance(value, str) else value)]
 
 
+def is_confusion(definition: dict) -> bool:
+    return str(definition.get("template", "")).startswith("confusion")
+
+
 def minimum_marks(definition: dict, revisions: int) -> Counter[str]:
     """What a chart must draw at least: a line per y field and revision, or a cell per label pair and revision."""
-    if definition.get("template") == "confusion":
+    if is_confusion(definition):
         return Counter({"mark-rect": len(LABEL_NAMES) ** 2 * revisions})
     return Counter({"mark-line": len(y_fields(definition)) * revisions})
 
@@ -158,7 +163,7 @@ def check_page(root: Path, out: str, revisions: list[str]) -> None:
         # A linear chart's legend names the revisions (colour) and the y fields (dash); a confusion matrix has a
         # column per revision.
         texts = {definition.get("title", name), definition["x_label"], definition["y_label"], *revisions}
-        if definition.get("template") != "confusion":
+        if not is_confusion(definition):
             texts |= set(y_fields(definition))
         assert texts <= drawn.texts[plot], f"{name!r} shows {sorted(drawn.texts[plot])}, expected {sorted(texts)}"
     names = [Path(src).name for src in drawn.images]
@@ -236,3 +241,11 @@ def test_report_is_one_self_contained_page(chromium: Path, project: Path) -> Non
     assert drawn.marks[""]["mark-rect"] >= len(LABEL_NAMES) ** 2
     labels = {"Accuracy", "Loss", "Test confusion matrix", "train", "validation", "predicted", "actual"}
     assert labels <= drawn.texts[""], sorted(drawn.texts[""])
+
+
+def test_confusion_axes_run_zero_to_nine(project: Path) -> None:
+    """DVC fills the project's committed confusion template, whose axes follow the digits, not the alphabet."""
+    assert (helpers.REPO / plots_template.CONFUSION_TEMPLATE).read_text() == plots_template.confusion_template()
+    shown = json.loads(helpers.dvc(project, "plots", "show", "--json").stdout)
+    encoding = shown["data"]["Test confusion matrix"][0]["content"]["spec"]["encoding"]
+    assert encoding["x"]["sort"] == encoding["y"]["sort"] == list(DIGITS) == LABEL_NAMES

@@ -4,19 +4,28 @@ DVC's default page loads those libraries from a CDN, so without network every ch
 supply its own page (``plots.html_template`` in ``.dvc/config``, relative to ``.dvc/``); this module makes one from
 the JavaScript bundle that the pip package vl-convert-python ships, so no third-party JavaScript is committed.
 Run ``python -m tools.plots_template`` (``make install`` does) from the repository root.
+
+It also holds the source of ``.dvc/plots/confusion_digits.json``, DVC's own confusion template with its axes in
+digit order (zero to nine) instead of alphabetical. That small JSON spec is committed, so `dvc plots diff` finds it
+in every revision; ``python -m tools.plots_template --confusion`` rewrites it, and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 from pathlib import Path
 
 import vl_convert
 from dvc_render.html import PAGE_HTML
+from dvc_render.vega_templates import ConfusionTemplate
 
+from stages.datasets import DIGITS
 from stages.fileio import write_text
 
 TEMPLATE = Path(".dvc/plots_template.html")
+CONFUSION_TEMPLATE = Path(".dvc/plots/confusion_digits.json")
 # DVC's built-in templates declare Vega-Lite v5 specs: use the newest v5 rather than vl-convert's default (v6).
 VEGA_LITE_VERSION = "5.21"
 # DVC's page calls `vegaEmbed(element, spec)` with no options. Draw SVG instead of the default canvas: it stays sharp
@@ -44,7 +53,19 @@ def write(path: Path = TEMPLATE) -> Path:
     return path
 
 
+def confusion_template() -> str:
+    """DVC's confusion template, its axes sorted zero to nine (any other labels follow)."""
+    content = copy.deepcopy(ConfusionTemplate.DEFAULT_CONTENT)
+    for axis in ("x", "y"):
+        content["spec"]["encoding"][axis]["sort"] = list(DIGITS)
+    return json.dumps(content, indent=2) + "\n"
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--confusion"]:
+        write_text(CONFUSION_TEMPLATE, confusion_template())
+        print(f"wrote {CONFUSION_TEMPLATE}", file=sys.stderr)
+        return
     path = write()
     print(f"wrote {path} ({path.stat().st_size} bytes): `dvc plots show` now draws without network", file=sys.stderr)
 

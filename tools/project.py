@@ -20,6 +20,7 @@ PROJECT_FILES = (
     "params.yaml",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots",
     ".dvcignore",
     ".gitignore",
 )
