@@ -20,6 +20,7 @@ import vl_convert
 import yaml
 
 from stages.cli import UserError, run
+from stages.datasets import DIGITS
 from stages.fileio import write_text
 from tools.plots_template import VEGA_LITE_VERSION
 
@@ -91,7 +92,8 @@ def curve(history: list[dict[str, str]], metric: str, title: str) -> dict[str, A
 
 def confusion(rows: list[dict[str, str]]) -> dict[str, Any]:
     """Counts of (actual, predicted) over the test split, zero cells included, each cell labelled with its count."""
-    labels = sorted({row["actual"] for row in rows} | {row["predicted"] for row in rows})
+    present = {row["actual"] for row in rows} | {row["predicted"] for row in rows}
+    labels = [digit for digit in DIGITS if digit in present] + sorted(present - set(DIGITS))  # zero to nine
     counts = Counter((row["actual"], row["predicted"]) for row in rows)
     values = [{"actual": a, "predicted": p, "count": counts[a, p]} for a in labels for p in labels]
     axis = {"type": "nominal", "sort": labels}
