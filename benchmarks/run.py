@@ -45,6 +45,8 @@ RECIPE = [
 ROWS: dict[str, list[str]] = {
     # the default: the head on the frozen speech embedding, params.yaml as it is
     "embedding": [],
+    # the default without its 500 Kokoro clips (espeak-ng and Piper voices only): what Kokoro's voices add
+    "embedding-no-kokoro": ["data.kokoro_clips=0"],
     # plus 5,000 espeak-ng and 3,000 Piper clips in a recorded source's training split (the synthetic column's
     # source ignores them)
     "embedding-synth": ["data.synthetic_train_clips=5000", "data.piper_train_clips=3000"],

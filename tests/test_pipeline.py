@@ -73,6 +73,21 @@ def test_a_fresh_clone_pulls_the_run_from_a_remote_and_retrains_nothing(project,
 
 
 @pytest.mark.slow
+def test_another_models_settings_retrain_nothing_but_the_models_own_do(project):
+    """train depends on model.name and the chosen model's section (dvc.yaml interpolates it), not on the others'."""
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    try:
+        write_params(project, **TINY, model={"bcresnet": {"width": 2.0}})
+        assert "Data and pipelines are up to date." in dvc(project, "status").stdout
+        write_params(project, **TINY, model={"embedding": {"hidden": 64}})
+        status = dvc(project, "status").stdout
+        assert "train:" in status and "model.embedding" in status
+    finally:
+        params_file.write_text(original)
+
+
+@pytest.mark.slow
 def test_forced_repro_reproduces_a_clean_tree(project):
     """Timings are the only thing that differs between runs, and they are not a tracked output."""
     dvc(project, "repro", "--force")

@@ -143,3 +143,42 @@ def test_piper_clips_are_warped_speakers_in_the_raw_layout(piper_clips: Path) ->
     for match in matches:
         audio, rate = soundfile.read(piper_clips / match.string)
         assert rate == 16000 and len(audio) == 16000 and np.abs(audio).max() > 0.05
+
+
+@pytest.fixture(scope="module")
+def kokoro_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kokoro") / "raw"
+    synth.generate(out, 0, seed=0, kokoro_clips=4)
+    return out
+
+
+def test_kokoro_clips_repeat_to_the_byte_and_differ_by_seed(kokoro_clips: Path, tmp_path: Path) -> None:
+    synth.generate(tmp_path / "again", 0, seed=0, kokoro_clips=4)
+    assert tree(tmp_path / "again") == tree(kokoro_clips)
+    synth.generate(tmp_path / "other", 0, seed=1, kokoro_clips=4)
+    assert not set(tree(kokoro_clips).values()) & set(tree(tmp_path / "other").values())
+
+
+def test_kokoro_clips_are_blended_speakers_in_the_raw_layout(kokoro_clips: Path) -> None:
+    matches = [NAME.match(path.relative_to(kokoro_clips).as_posix()) for path in kokoro_clips.rglob("*.wav")]
+    assert len(matches) == 4 and all(matches)
+    assert len({match["speaker"] for match in matches}) == 4
+    assert {match["speaker"] for match in matches} <= set(synth.KOKORO_SPEAKERS)
+    for match in matches:
+        audio, rate = soundfile.read(kokoro_clips / match.string)
+        assert rate == 16000 and len(audio) == 16000 and np.abs(audio).max() > 0.05
+
+
+def test_kokoro_speakers_blend_the_styles_differently() -> None:
+    styles = np.random.default_rng(0).standard_normal((5, 3, 256))
+    blends = [synth.kokoro_style(styles, speaker) for speaker in range(len(synth.KOKORO_SPEAKERS))]
+    assert all(blend.shape == (3, 256) for blend in blends)
+    assert len({blend.tobytes() for blend in blends}) == len(blends)
+    assert np.array_equal(synth.kokoro_style(styles, 3), blends[3])  # a speaker is the same in every run
+
+
+def test_every_digit_has_kokoro_phonemes_in_its_vocabulary() -> None:
+    _, vocabulary, styles = synth.kokoro_voice()
+    assert set(synth.KOKORO_PHONEMES) == set(synth.DIGITS) and styles.shape == (5, 510, 256)
+    for phonemes in synth.KOKORO_PHONEMES.values():
+        assert all(symbol in vocabulary for symbol in phonemes + "".join(synth.PIPER_ENDINGS)), phonemes
