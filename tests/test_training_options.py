@@ -89,5 +89,5 @@ def test_compile_auto_only_on_cuda_for_a_run_that_repays_it():
     assert not use_compile("auto", cuda, COMPILE_MIN_STEPS - 1), "the notebook's 180 steps cannot repay a compile"
     assert use_compile("auto", cuda, COMPILE_MIN_STEPS)
     assert use_compile("on", cpu, 1) and not use_compile("off", cuda, 10**9)
-    with pytest.raises(UserError, match="train.compile must be one of auto, on, off, got 'yes'"):
+    with pytest.raises(UserError, match=r"train\.compile must be one of auto, on, off, got 'yes'"):
         params.validate({"train": {"compile": "yes"}}, "train")
