@@ -87,7 +87,9 @@ def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, a
     model.eval()
     device = waveforms.device
     with autocast(device, amp):
-        return torch.cat([model(waveforms[index.to(device)]).float() for index in batches(len(waveforms), batch_size)])
+        return torch.cat(
+            [model(waveforms[index]).float() for index in batches(len(waveforms), batch_size, None, device)]
+        )
 
 
 def shift_step(milliseconds: float, sample_rate: int) -> int:
