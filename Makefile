@@ -1,5 +1,6 @@
 # `make repro` runs the pipeline; `make test` runs lint and the test suite. Both set up .venv first.
 # `make notebook` runs the teaching notebook's exact configuration as a DVC experiment.
+# `make bench` measures training and preprocessing speed (benchmarks/speed.py); BENCH_ARGS=--quick: a smoke run.
 # `make plots` draws the plots (`make plots REVS=HEAD~1` compares revisions); `make report` writes report.html.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ PLOTS_TEMPLATE := .dvc/plots_template.html
 # DVC stages run `python -m stages.<name>`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install install-dev browser repro notebook plots report test lint clean
+.PHONY: install install-dev browser repro notebook bench plots report test lint clean
 
 install: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -35,6 +36,9 @@ repro: install
 # The teaching notebook's exact run (M5, its hyperparameters) as a DVC experiment named "notebook".
 notebook: install
 	$(BIN)/python -m tools.notebook
+
+bench: install
+	$(BIN)/python -m benchmarks.speed $(BENCH_ARGS)
 
 plots: install
 	$(BIN)/dvc plots $(if $(REVS),diff $(REVS),show)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stages import embedding
@@ -21,10 +22,99 @@ from stages.fileio import write_torch
 from stages.params import SUB_BANDS
 
 
+class FirstConv(torch.autograd.Function):
+    """A strided Conv1d from one input channel whose input needs no gradient, as in M5's first layer.
+
+    The forward pass is the ordinary convolution. The weight gradient is one batched matmul of the output gradient
+    with the input's frames (a strided view of the input): on a CPU that is about 1.6x faster than oneDNN's
+    convolution backward, which is the largest single cost of an M5 training step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.kernel_stride = (weight.shape[-1], stride)
+        return F.conv1d(x, weight, bias, stride)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        kernel, stride = ctx.kernel_stride
+        frames = x[:, 0].unfold(-1, kernel, stride)  # [batch, positions, kernel]
+        return None, torch.bmm(grad, frames).sum(dim=0).unsqueeze(1), grad.sum(dim=(0, 2)), None
+
+
+class BatchNormMaxPoolReLU(torch.autograd.Function):
+    """Training-mode BatchNorm1d, then ReLU, then MaxPool1d (stride = width), in a few passes over the input.
+
+    Pooling commutes with ReLU and with BatchNorm's per-channel affine map (a channel with a negative scale pools
+    its minimum), so the map runs on the pooled values, a quarter of the data. The backward pass is BatchNorm's
+    closed form, with the pooled gradient added where MaxPool takes its maximum (the first one on ties, as
+    MaxPool does), and no index tensor is built in the forward pass. Returns the output, and the batch mean and
+    unbiased variance for the running statistics.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, width: int):
+        count = x.shape[0] * x.shape[2]
+        # per-row sums in float32 (fast reductions over the last dimension), combined in float64
+        mean = x.sum(dim=-1).double().sum(dim=0) / count
+        squares = torch.linalg.vector_norm(x, dim=-1).double().square().sum(dim=0) / count
+        var = (squares - mean.square()).clamp_min(0)
+        unbiased = (var * count / max(count - 1, 1)).float()
+        invstd = (var + eps).rsqrt().float()
+        mean = mean.float()
+        scale = weight * invstd
+        shift = bias - mean * scale
+        pooled = F.max_pool1d(x, width)
+        negative = scale < 0
+        if negative.any():
+            pooled = torch.where(negative[:, None], -F.max_pool1d(-x, width), pooled)
+        out = torch.addcmul(shift[:, None], pooled, scale[:, None]).relu_()
+        ctx.save_for_backward(x, pooled, out, mean, invstd, scale)
+        ctx.width = width
+        ctx.mark_non_differentiable(mean, unbiased)
+        return out, mean, unbiased
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _mean: None, _var: None):
+        x, pooled, out, mean, invstd, scale = ctx.saved_tensors
+        count = x.shape[0] * x.shape[2]
+        width, windows = ctx.width, pooled.shape[-1]
+        grad = grad * (out > 0)  # the gradient at BatchNorm's output, on the pooled positions; zero elsewhere
+        grad_bias = grad.sum(dim=(0, 2))
+        grad_weight = (grad * (pooled - mean[:, None])).sum(dim=(0, 2)) * invstd
+        slope = -scale * invstd * grad_weight / count
+        offset = -scale * grad_bias / count - slope * mean
+        grad_x = torch.addcmul(offset[:, None], x, slope[:, None])
+        # where in each window the (first) extreme is: the count of leading elements that differ from it
+        position = torch.zeros_like(pooled, dtype=torch.uint8)
+        missed = None
+        for index in range(width - 1):
+            differs = x[..., index : width * windows : width] != pooled
+            missed = differs if missed is None else missed & differs
+            position += missed
+        grad_x[..., : width * windows].unflatten(-1, (windows, width)).scatter_add_(
+            -1, position.long().unsqueeze(-1), (grad * scale[:, None]).unsqueeze(-1)
+        )
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+@torch.no_grad()
+def update_running_stats(norm: nn.BatchNorm1d, mean: torch.Tensor, var: torch.Tensor) -> None:
+    """What ``nn.BatchNorm1d`` does to its running statistics in a training-mode forward pass."""
+    norm.num_batches_tracked += 1
+    momentum = norm.momentum if norm.momentum is not None else 1 / float(norm.num_batches_tracked)
+    norm.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+    norm.running_var.mul_(1 - momentum).add_(var, alpha=momentum)
+
+
 class M5(nn.Module):
     """The notebook's raw-waveform CNN (Dai et al. 2017): four Conv1d-BatchNorm-ReLU-MaxPool(4) blocks.
 
-    The first convolution (kernel 80, stride 16) acts as a learned filter bank over the raw samples.
+    The first convolution (kernel 80, stride 16) acts as a learned filter bank over the raw samples. ``reference``
+    is the plain layer sequence, the definition. Training on the CPU takes a faster route to the same function
+    (``train_forward``); evaluation, other devices and autocast use the layers as they are.
     """
 
     def __init__(self, n_output: int = 10, n_channel: int = 32, stride: int = 16, n_input: int = 1) -> None:
@@ -46,9 +136,40 @@ class M5(nn.Module):
         """The learned filter bank, for plotting its kernels."""
         return self.features[0]
 
+    def reference(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The plain layer sequence: what ``forward`` computes on every route."""
+        return self.classifier(self.features(waveform).mean(dim=-1))
+
+    def train_forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``reference`` in training mode on the CPU, with less memory traffic (a training step about twice as fast).
+
+        Each block's BatchNorm, ReLU and MaxPool are one autograd function (``BatchNormMaxPoolReLU``), and the first
+        convolution's weight gradient is one batched matmul (``FirstConv``). The result differs from ``reference``
+        by float rounding only: BatchNorm's statistics and gradients are summed in another order.
+        """
+        out = waveform
+        for block in range(0, len(self.features), 4):
+            conv, norm, _, pool = self.features[block : block + 4]
+            if block == 0 and conv.in_channels == 1:
+                out = FirstConv.apply(out, conv.weight, conv.bias, conv.stride[0])
+            else:
+                out = conv(out)
+            out, mean, var = BatchNormMaxPoolReLU.apply(out, norm.weight, norm.bias, norm.eps, pool.kernel_size)
+            update_running_stats(norm, mean, var)
+        return self.classifier(out.mean(dim=-1))
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """Map ``[batch, 1, samples]`` waveforms to ``[batch, n_output]`` logits."""
-        return self.classifier(self.features(waveform).mean(dim=-1))
+        fast = (
+            self.training
+            and not torch.compiler.is_compiling()  # inductor fuses the plain layers itself
+            and torch.is_grad_enabled()
+            and waveform.device.type == "cpu"
+            and waveform.dtype == torch.float32
+            and not waveform.requires_grad
+            and not torch.is_autocast_enabled("cpu")
+        )
+        return self.train_forward(waveform) if fast else self.reference(waveform)
 
 
 def conv_bn(

@@ -140,6 +140,8 @@ SCHEMA: dict[str, Schema] = {
     "train": {
         "device": device("auto"),
         "amp": choice("auto", ("auto", "on", "off")),
+        # torch.compile the model: auto = on CUDA for a run long enough to repay the compilation, off elsewhere
+        "compile": choice("auto", ("auto", "on", "off")),
         "seed": at_least(int, 0, 0),
         "epochs": at_least(int, 40, 1),
         "batch_size": at_least(int, 128, 1),

@@ -48,6 +48,19 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+# `train.compile: auto` compiles only a run of at least this many optimizer steps on CUDA: torch.compile takes
+# about a minute, which a run must win back at a few milliseconds saved per step. On a CPU inductor's code was
+# slower than eager for M5 (0.62x, after a 50 s compile; `python -m benchmarks.speed` measures both).
+COMPILE_MIN_STEPS = 20_000
+
+
+def use_compile(setting: str, device: torch.device, steps: int) -> bool:
+    """``auto``: compile on CUDA when the run is long enough to pay for the compilation; never on a CPU or MPS."""
+    if setting == "auto":
+        return device.type == "cuda" and steps >= COMPILE_MIN_STEPS
+    return setting == "on"
+
+
 def seed_everything(seed: int) -> None:
     """Seed every generator and ask for deterministic kernels, so equal params give equal metrics."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -58,10 +71,14 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def batches(count: int, batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Index batches over ``count`` items: shuffled when a generator is given, in order otherwise."""
+def batches(
+    count: int, batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> Iterator[torch.Tensor]:
+    """Index batches over ``count`` items: shuffled when a generator is given, in order otherwise; on ``device``
+    when given, moved there in one transfer rather than one per batch.
+    """
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
-    yield from order.split(batch_size)
+    yield from order.to(device).split(batch_size)
 
 
 @torch.no_grad()
@@ -70,7 +87,9 @@ def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, a
     model.eval()
     device = waveforms.device
     with autocast(device, amp):
-        return torch.cat([model(waveforms[index.to(device)]).float() for index in batches(len(waveforms), batch_size)])
+        return torch.cat(
+            [model(waveforms[index]).float() for index in batches(len(waveforms), batch_size, None, device)]
+        )
 
 
 def shift_step(milliseconds: float, sample_rate: int) -> int:

@@ -36,7 +36,15 @@ from stages.models import (
     save_checkpoint,
     takes_embeddings,
 )
-from stages.runtime import autocast, batched_logits, batches, seed_everything, select_device, use_amp
+from stages.runtime import (
+    autocast,
+    batched_logits,
+    batches,
+    seed_everything,
+    select_device,
+    use_amp,
+    use_compile,
+)
 
 PROCESSED = Path("data/processed")
 EMBEDDED = Path("data/embedded")
@@ -101,34 +109,41 @@ def forward_train(model: torch.nn.Module, batch: torch.Tensor, augment: Augment 
 def train_epoch(
     model, optimizer, scheduler, augment, waveforms, labels, config, generator, device, amp, epoch
 ) -> tuple[float, float]:
-    """One pass over the training split; returns mean loss and accuracy (on the augmented batches)."""
+    """One pass over the training split; returns mean loss and accuracy (on the augmented batches).
+
+    Losses and correct counts stay on the device and are read once, after the epoch: a read per batch would make
+    the host wait for the device at every step. A loss that is not finite is therefore caught at the epoch's end.
+    """
     model.train()
-    total_loss, correct = 0.0, 0
+    losses, correct = [], []
+    indices = list(batches(len(labels), config["batch_size"], generator, device))
     progress = tqdm(
-        list(batches(len(labels), config["batch_size"], generator)),
+        indices,
         desc=f"epoch {epoch}/{config['epochs']}",
         unit="batch",
         leave=False,
     )
     for index in progress:
-        index = index.to(device)
         batch, target = waveforms[index], labels[index]
         with autocast(device, amp):
             logits = forward_train(model, batch, augment)
         loss = F.cross_entropy(logits.float(), target, label_smoothing=config["label_smoothing"])
-        if not torch.isfinite(loss):
-            raise UserError(
-                f"the training loss became {loss.item()} in epoch {epoch}; "
-                f"lower train.lr (now {config['lr']}) and run again. No model was written."
-            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total_loss += loss.item() * len(target)
-        correct += (logits.argmax(dim=1) == target).sum().item()
-    return total_loss / len(labels), correct / len(labels)
+        losses.append(loss.detach())
+        correct.append((logits.argmax(dim=1) == target).sum())
+    values = torch.stack(losses).tolist()
+    bad = next((value for value in values if not math.isfinite(value)), None)
+    if bad is not None:
+        raise UserError(
+            f"the training loss became {bad} in epoch {epoch}; "
+            f"lower train.lr (now {config['lr']}) and run again. No model was written."
+        )
+    total_loss = sum(value * len(index) for value, index in zip(values, indices, strict=True))
+    return total_loss / len(labels), int(torch.stack(correct).sum()) / len(labels)
 
 
 def validate(model, inputs, labels, batch_size, amp) -> tuple[float, float]:
@@ -167,12 +182,17 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
     config_of_model = model_config(model_section, train_data["sample_rate"])
     model = build_model(config_of_model, len(label_names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    scheduler = lr_schedule(optimizer, config, math.ceil(len(train_y) / config["batch_size"]))
+    steps_per_epoch = math.ceil(len(train_y) / config["batch_size"])
+    scheduler = lr_schedule(optimizer, config, steps_per_epoch)
     generator = torch.Generator().manual_seed(config["seed"])
     augment = Augment(augment_config, train_data["sample_rate"], config["seed"], device) if config["augment"] else None
+    compiled = use_compile(config["compile"], device, config["epochs"] * steps_per_epoch)
+    if compiled:
+        model.compile()  # in place: the state_dict keeps its keys, so checkpoints stay as they were
     print(
         f"training {config_of_model['name']} ({count_parameters(model):,} parameters) on {device}"
-        f"{' with bfloat16 autocast' if amp else ''}{' with augmentation' if augment else ''}: "
+        f"{' with bfloat16 autocast' if amp else ''}{' with augmentation' if augment else ''}"
+        f"{' compiled' if compiled else ''}: "
         f"{len(train_y)} train, {len(val_y)} validation clips",
         file=sys.stderr,
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.audio import BadAudio, NoSpeech, locate, prepare
+from stages.audio import BadAudio, NoSpeech, locate, prepare, prepare_many
 from tests.helpers import REPO, tone, write_wav
 
 
@@ -137,3 +137,24 @@ def test_silence_is_no_speech_and_unicode_names_are_fine(tmp_path):
     with pytest.raises(NoSpeech, match="no speech found"):
         prepare(quiet_hum, 8000, 1.0)
     assert prepare(write_wav(tmp_path / "ünïcode wörd.wav", tone(440, 8000, 0.5), 8000), 8000, 1.0).abs().max() > 0.4
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_clips_from_worker_processes_are_the_clips_prepared_in_process(tmp_path, workers):
+    """The workers send NumPy arrays back: what arrives must be bit for bit the tensor ``prepare`` makes, in order,
+    with bad files answered in their place.
+    """
+    paths = [
+        write_wav(tmp_path / f"{index}.wav", tone(300 + 40 * index, rate, 0.4 + 0.1 * index), rate)
+        for index, rate in enumerate((8000, 16000, 44100, 22050, 8000, 48000))
+    ]
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    paths.insert(3, tmp_path / "bad.wav")
+    results = list(prepare_many(paths, 16000, 1.0, workers))
+    assert [reason.split(" (")[0] for _, reason in results][3] == "not readable audio"
+    assert results[3][0] is None
+    for path, (clip, reason) in zip(paths, results, strict=True):
+        if path.name != "bad.wav":
+            expected = prepare(path, 16000, 1.0)
+            assert reason == "" and clip.dtype == expected.dtype and clip.shape == expected.shape == (1, 16000)
+            assert torch.equal(clip, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import pickle
@@ -216,3 +217,86 @@ def test_floor_makes_digital_silence_and_quiet_background_alike():
     assert features.max() - features.min() <= 40 * math.log(10) / 10 + 1e-4
     assert torch.allclose(features[..., 60:], floored(background)[..., 60:], atol=1e-3)
     assert not torch.allclose(plain(speech)[..., 60:], plain(background)[..., 60:])
+
+
+def m5_pair(negative_scales: bool) -> tuple[M5, M5]:
+    """Two identical M5s in training mode, BatchNorm weights varied (some negative: those channels pool minima)."""
+    torch.manual_seed(0)
+    model = M5()
+    with torch.no_grad():
+        for norm in (layer for layer in model.modules() if isinstance(layer, torch.nn.BatchNorm1d)):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0, 0.5)
+            if negative_scales:
+                norm.weight[::3] *= -1
+    return model.train(), copy.deepcopy(model).train()
+
+
+def outputs_and_gradients(model: M5, forward, waveforms: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logits, the gradient of a weighted sum of them for every parameter, and every buffer after one step."""
+    logits = forward(waveforms)
+    (logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum().backward()
+    gradients = {f"{name}.grad": parameter.grad for name, parameter in model.named_parameters()}
+    return {"logits": logits.detach(), **gradients, **dict(model.named_buffers())}
+
+
+@pytest.mark.parametrize("negative_scales", [False, True])
+@pytest.mark.parametrize("silence", [False, True])
+def test_m5_fast_training_route_is_the_plain_layer_sequence(negative_scales, silence):
+    """Logits, every gradient and the running statistics match the plain layers to float rounding.
+
+    Random waveforms give conv outputs without ties; zero-padded ones (silence) tie every pooling window in the
+    padding, where the fast route must send the gradient to the first maximum, as MaxPool1d does.
+    """
+    fast, plain = m5_pair(negative_scales)
+    assert [type(layer) for layer in plain.features[:4]] == [
+        torch.nn.Conv1d,
+        torch.nn.BatchNorm1d,
+        torch.nn.ReLU,
+        torch.nn.MaxPool1d,
+    ]
+    waveforms = torch.randn(24, 1, 8000)
+    if silence:
+        waveforms[:, :, 5000:] = 0
+    got = outputs_and_gradients(fast, fast.train_forward, waveforms)
+    expected = outputs_and_gradients(plain, plain.reference, waveforms)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        if name.endswith("num_batches_tracked"):
+            assert torch.equal(got[name], value)
+        elif name.startswith("features.") and name.endswith(".bias.grad") and int(name.split(".")[1]) % 4 == 0:
+            # a conv bias before BatchNorm has a gradient of exactly zero: both sides are rounding noise
+            weight = expected[name.replace(".bias.", ".weight.")].abs().max()
+            assert got[name].abs().max() < 1e-4 * weight and value.abs().max() < 1e-4 * weight
+        else:
+            torch.testing.assert_close(got[name], value, rtol=1e-4, atol=1e-5 * float(value.abs().max()))
+
+
+def test_m5_forward_takes_the_fast_route_only_to_train_on_the_cpu():
+    fast, plain = m5_pair(negative_scales=False)
+    waveforms = torch.randn(8, 1, 8000)
+    fast.eval(), plain.eval()
+    assert torch.equal(fast(waveforms), plain.reference(waveforms)), "evaluation uses the layers as they are"
+    fast.train(), plain.train()
+    with torch.no_grad():
+        assert torch.equal(fast(waveforms), plain.reference(waveforms)), "so does a training-mode pass without grad"
+    logits = fast(waveforms)
+    assert logits.grad_fn is not None and not torch.equal(logits, plain.reference(waveforms)), (
+        "with grad, the fast route runs: equal to rounding only"
+    )
+    torch.testing.assert_close(logits, plain.reference(waveforms))
+
+
+def test_m5_checkpoint_keys_are_the_notebook_layers():
+    """Old checkpoints load: the fast route added no parameters or buffers."""
+    keys = list(M5().state_dict())
+    assert keys[:7] == [
+        "features.0.weight",
+        "features.0.bias",
+        "features.1.weight",
+        "features.1.bias",
+        "features.1.running_mean",
+        "features.1.running_var",
+        "features.1.num_batches_tracked",
+    ]
+    assert keys[-2:] == ["classifier.weight", "classifier.bias"] and len(keys) == 4 * 7 + 2

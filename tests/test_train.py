@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -90,3 +91,16 @@ def test_evaluate_with_test_time_shifts_scores_the_averaged_probabilities(tmp_pa
     assert metrics["correct"] == int((probabilities.argmax(dim=1) == test["labels"]).sum())
     assert metrics["one_pass_accuracy"] == (one_pass == test["labels"]).float().mean().item()
     assert metrics["loss"] == pytest.approx(-probabilities[range(60), test["labels"]].log().mean().item(), rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: a short M5 training with bfloat16 autocast")
+@pytest.mark.parametrize("compile", ["off", "on"])
+def test_a_short_cuda_training_with_bfloat16_autocast(tmp_path, compile):
+    result = train_in(tmp_path, device="cuda", amp="on", compile=compile, epochs=2)
+    assert result.returncode == 0, result.stderr
+    summary = next(line for line in result.stderr.splitlines() if line.startswith("training m5"))
+    assert "on cuda with bfloat16 autocast" in summary and ("compiled" in summary) == (compile == "on")
+    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_loss"])
+    model, _ = load_checkpoint(tmp_path / "models/model.pt")  # on the CPU, with the keys of an eager model
+    assert all(value.isfinite().all() for value in model.state_dict().values() if value.is_floating_point())

@@ -7,6 +7,7 @@ import torch
 
 from stages import params
 from stages.cli import UserError
+from stages.runtime import COMPILE_MIN_STEPS, use_compile
 from stages.train import lr_schedule
 from tests.helpers import NOTEBOOK, REPO
 
@@ -79,3 +80,14 @@ def test_bad_training_options_are_refused_with_the_fix(values, expected):
     with pytest.raises(UserError) as error:
         params.validate(values, section)
     assert expected in str(error.value)
+
+
+def test_compile_auto_only_on_cuda_for_a_run_that_repays_it():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_compile("auto", cpu, COMPILE_MIN_STEPS * 10), "inductor was slower than eager on a CPU"
+    assert not use_compile("auto", torch.device("mps"), COMPILE_MIN_STEPS)
+    assert not use_compile("auto", cuda, COMPILE_MIN_STEPS - 1), "the notebook's 180 steps cannot repay a compile"
+    assert use_compile("auto", cuda, COMPILE_MIN_STEPS)
+    assert use_compile("on", cpu, 1) and not use_compile("off", cuda, 10**9)
+    with pytest.raises(UserError, match=r"train\.compile must be one of auto, on, off, got 'yes'"):
+        params.validate({"train": {"compile": "yes"}}, "train")
