@@ -60,7 +60,10 @@ def without_torch(module: str, cwd: Path, *args: str, check: bool = True):
 
 def project(root: Path, name: str, rate: int) -> Path:
     """A folder with tiny processed splits and an untrained (seeded) checkpoint of model ``name``."""
-    write_params(root, model={"name": name, name: TINY_MODELS[name]}, export={"latency_clips": 5})
+    # untrained, scored on 30 clips: one prediction int8 changes is 3.3 points, so the drop limit is off here
+    write_params(
+        root, model={"name": name, name: TINY_MODELS[name]}, export={"latency_clips": 5, "max_int8_drop": 100.0}
+    )
     write_processed(root, clips_per_label=3, samples=rate, sample_rate=rate)
     torch.manual_seed(0)
     config = model_config(params.load("model", root / "params.yaml"), rate)
@@ -246,5 +249,7 @@ def test_dvc_repro_runs_the_export_stage_and_then_has_nothing_to_do(tmp_path):
     metrics = json.loads((root / "metrics/export.json").read_text())
     assert metrics["model"] == "m5" and metrics["float32"]["agreement"] == 1.0
     assert "Data and pipelines are up to date." in dvc(root, "repro", "--single-item", "export").stdout
-    write_params(root, model={"name": "m5", "m5": TINY_MODELS["m5"]}, export={"latency_clips": 6})
+    write_params(
+        root, model={"name": "m5", "m5": TINY_MODELS["m5"]}, export={"latency_clips": 6, "max_int8_drop": 100.0}
+    )
     assert "Running stage 'export'" in dvc(root, "repro", "--single-item", "export").stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.helpers import commit, copy_project, dvc, run, write_params
 
@@ -15,6 +16,8 @@ TINY = {
     "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
     "evaluate": {"device": "cpu"},
     "transfer": {"sets": {}, "device": "cpu"},
+    # a 1-epoch model scored on a few dozen clips: one changed prediction is points of accuracy
+    "export": {"latency_clips": 10, "max_int8_drop": 100.0},
 }
 
 
@@ -39,6 +42,9 @@ def test_repro_writes_every_declared_output(project):
         "metrics/transfer.json",
         "metrics/train.json",
         "metrics/eval.json",
+        "models/model.onnx",
+        "models/model.int8.onnx",
+        "metrics/export.json",
         "plots/train_history.csv",
         "plots/confusion.csv",
         "plots/images/kernels.png",
@@ -72,11 +78,32 @@ def test_a_fresh_clone_pulls_the_run_from_a_remote_and_retrains_nothing(project,
     assert "Running stage" not in result.stdout and "Data and pipelines are up to date." in result.stdout
 
 
+def without_latencies(metrics: dict) -> dict:
+    return {
+        key: without_latencies(value) if isinstance(value, dict) else value
+        for key, value in metrics.items()
+        if key != "latency_ms"
+    }
+
+
+def without_export_metrics(lock: dict) -> dict:
+    outs = lock["stages"]["export"]["outs"]
+    lock["stages"]["export"]["outs"] = [out for out in outs if out["path"] != "metrics/export.json"]
+    return lock
+
+
 @pytest.mark.slow
-def test_forced_repro_reproduces_a_clean_tree(project):
-    """Timings are the only thing that differs between runs, and they are not a tracked output."""
+def test_forced_repro_reproduces_a_clean_tree_but_for_the_measured_latencies(project):
+    """Timings are the only thing that differs between runs: train's go to an untracked log, and the export stage's
+    latencies (metrics/export.json, so dvc.lock's hash of it) are measurements, not results.
+    """
+    before = json.loads((project / "metrics/export.json").read_text())
     dvc(project, "repro", "--force")
-    assert run(["git", "status", "--porcelain"], project).stdout == ""
+    changed = {line[3:] for line in run(["git", "status", "--porcelain"], project).stdout.splitlines()}
+    assert changed <= {"dvc.lock", "metrics/export.json"}
+    assert without_latencies(json.loads((project / "metrics/export.json").read_text())) == without_latencies(before)
+    locked = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], project).stdout)
+    assert without_export_metrics(yaml.safe_load((project / "dvc.lock").read_text())) == without_export_metrics(locked)
     assert (project / "logs/train_timing.json").is_file()
 
 
@@ -89,7 +116,7 @@ def test_synthetic_data_and_processed_splits_are_byte_for_byte_deterministic(pro
 @pytest.mark.slow
 def test_exp_run_reruns_only_the_stages_after_the_change(project):
     result = dvc(project, "exp", "run", "-S", "train.epochs=2")
-    for name in ("train", "evaluate", "plot"):
+    for name in ("train", "evaluate", "export", "plot"):
         assert f"Running stage '{name}'" in result.stdout
     for name in ("download", "preprocess", "embed"):
         assert f"Running stage '{name}'" not in result.stdout
