@@ -253,3 +253,19 @@ def test_dvc_repro_runs_the_export_stage_and_then_has_nothing_to_do(tmp_path):
         root, model={"name": "m5", "m5": TINY_MODELS["m5"]}, export={"latency_clips": 6, "max_int8_drop": 100.0}
     )
     assert "Running stage 'export'" in dvc(root, "repro", "--single-item", "export").stdout
+
+
+def test_int8_leaves_the_spectrogram_front_end_float32(tmp_path):
+    config = model_config(params.validate({"model": {"name": "dscnn", "dscnn": TINY_MODELS["dscnn"]}}, "model"), 8000)
+    module, input_name = export.exportable(build_model(config, 10).eval())
+    export.to_onnx(module, 0.1 * torch.randn(2, 1, 8000), input_name, tmp_path / "model.onnx")
+    front_end = set(export.front_end_nodes(onnx.load(str(tmp_path / "model.onnx"))))
+    float32 = onnx.load(str(tmp_path / "model.onnx")).graph.node
+    assert {node.op_type for node in float32 if node.name in front_end} >= {"Conv", "MatMul", "Log"}  # DFT, mels, log
+    calibration = (0.1 * np.random.default_rng(0).standard_normal((8, 1, 8000))).astype(np.float32)
+    export.quantise(tmp_path / "model.onnx", tmp_path / "int8.onnx", input_name, calibration, sorted(front_end))
+    int8 = onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    dequantised = {output for node in int8 if node.op_type == "DequantizeLinear" for output in node.output}
+    assert not [node.name for node in int8 if node.name in front_end and dequantised & set(node.input)]
+    body = [node for node in int8 if node.op_type == "Conv" and node.name not in front_end]
+    assert body and all(dequantised & set(node.input) for node in body)  # every body convolution is int8
