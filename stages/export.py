@@ -278,7 +278,7 @@ def median_ms(calls: dict[str, Callable[[np.ndarray], object]], clips: np.ndarra
 
 def check_int8(float32_accuracy: float, int8_accuracy: float, max_drop: float) -> None:
     """Refuse an int8 model that loses more than ``max_drop`` points of test accuracy."""
-    drop = 100 * (float32_accuracy - int8_accuracy)
+    drop = round(100 * (float32_accuracy - int8_accuracy), 9)  # so that 0.90 - 0.89 is 1 point, not 1.0000000000000009
     if drop > max_drop:
         raise UserError(
             f"int8 quantisation drops test accuracy from {100 * float32_accuracy:.2f} % (float32) to "
