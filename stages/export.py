@@ -207,8 +207,8 @@ def front_end_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def finish(path: Path, metadata: dict[str, str]) -> None:
-    """Drop the exporter's per-node debugging records (stack traces, shapes), a third of a small model's file, and
-    write the metadata ``predict_onnx`` needs.
+    """Drop the exporter's per-node debugging records (stack traces, shapes: 13 % of M5's float32 file, 28 % of its
+    int8 one), and write the metadata ``predict_onnx`` needs.
     """
     model = onnx.load(str(path))
     del model.graph.value_info[:]
