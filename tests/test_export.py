@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -49,12 +50,12 @@ runpy.run_module(module, run_name="__main__")
 TINY_MODELS = {
     "m5": {"n_channel": 8},
     "dscnn": {"channels": 8, "blocks": 1},
-    "bcresnet": {"width": 1.0},
     "embedding": {"hidden": 16},
 }
 
 
-def without_torch(module: str, cwd: Path, *args: str, check: bool = True):
+def without_torch(module: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` in ``cwd`` with torch and torchaudio blocked from import."""
     return run([sys.executable, "-c", WITHOUT_TORCH, module, *args], cwd, check=check)
 
 
