@@ -10,57 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
 
-
-class BadAudio(Exception):
-    """A file that cannot become a clip; ``str(error)`` is the reason, counted in the preprocess report."""
-
-
-MIN_SAMPLE_RATE = 1_000
-MAX_SAMPLE_RATE = 384_000
-# torchaudio's polyphase kernel has (target / gcd) x (source / gcd) taps: an odd rate such as 44101 Hz
-# would need gigabytes. Source rates are therefore rounded to a multiple of 25 Hz (every common rate is one),
-# which shifts pitch by under 0.13 % above 10 kHz and bounds the kernel (at most 20 MB for an 8 kHz target).
-RATE_STEP = 25
-MAX_CHANNELS = 64
-BLOCK_FRAMES = 65_536
-# The word is looked for in at most this much of a recording: memory stays bounded by it, not by the file.
-MAX_SECONDS = 60.0
-FRAME_SECONDS = 0.01
-# A recording whose loudest 10 ms frame has an RMS below this (-60 dBFS) holds no speech: it is silence or hum.
-SPEECH_RMS = 1e-3
+# Decoding and its limits live in the torch-free clips module; the names are kept here for the stages using them.
+from stages.clips import FRAME_SECONDS, MAX_SECONDS, SPEECH_RMS, BadAudio, NoSpeech, read_samples, source_rate
+from stages.clips import RATE_STEP as RATE_STEP
 
 
 def read_mono(path: Path, max_seconds: float) -> tuple[torch.Tensor, int]:
-    """Decode at most ``max_seconds`` of ``path``, mixed down to float32 mono ``[1, frames]``.
-
-    Reading only what is kept, block by block, bounds memory by the clip: an hour-long file or a header
-    that claims millions of channels costs no more than a one-second clip.
-    """
-    if not path.is_file():
-        raise BadAudio("no such file")
-    try:
-        with soundfile.SoundFile(path) as audio:
-            rate, channels = audio.samplerate, audio.channels
-            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-                raise BadAudio(f"unsupported sample rate {rate} Hz (not {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE})")
-            if not 0 < channels <= MAX_CHANNELS:
-                raise BadAudio(f"unsupported channel count {channels}")
-            frames = min(audio.frames, math.ceil(max_seconds * rate))
-            blocks = audio.blocks(BLOCK_FRAMES, frames=frames, dtype="float32", always_2d=True)
-            mono = [block.mean(axis=1) for block in blocks]
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as error:
-        raise BadAudio(f"not readable audio ({error})") from None
-    except OSError as error:
-        raise BadAudio(f"cannot read file ({error.strerror or error})") from None
-    samples = np.concatenate(mono) if mono else np.zeros(0, dtype=np.float32)
-    if samples.size == 0:
-        raise BadAudio("zero-length audio")
-    if not np.isfinite(samples).all():
-        raise BadAudio("NaN or infinite samples")
+    """Decode at most ``max_seconds`` of ``path`` (``clips.read_samples``), as float32 mono ``[1, frames]``."""
+    samples, rate = read_samples(path, max_seconds)
     return torch.from_numpy(samples).unsqueeze(0), rate
 
 
@@ -68,10 +28,6 @@ def read_mono(path: Path, max_seconds: float) -> tuple[torch.Tensor, int]:
 def resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
     """One resampling kernel per rate pair, built once and reused for every clip."""
     return torchaudio.transforms.Resample(orig_rate, new_rate)
-
-
-class NoSpeech(BadAudio):
-    """A readable recording with nothing loud enough to be a word in it."""
 
 
 def locate(waveform: torch.Tensor, length: int, sample_rate: int) -> torch.Tensor:
@@ -109,9 +65,8 @@ def prepare(path: Path, sample_rate: int, clip_seconds: float) -> torch.Tensor:
     Up to ``MAX_SECONDS`` of the recording is searched (``locate``), so a word at 1.3 s in a phone recording is kept.
     """
     waveform, rate = read_mono(path, max(MAX_SECONDS, clip_seconds))
-    source_rate = round(rate / RATE_STEP) * RATE_STEP
-    if source_rate != sample_rate:
-        waveform = resampler(source_rate, sample_rate)(waveform)
+    if source_rate(rate) != sample_rate:
+        waveform = resampler(source_rate(rate), sample_rate)(waveform)
     return locate(waveform, round(sample_rate * clip_seconds), sample_rate)
 
 

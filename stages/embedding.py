@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from stages.cli import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 16_000
 WINDOW_FRAMES = 76  # the embedding model's input: 76 mel frames
@@ -77,6 +79,9 @@ def embed(waveforms: torch.Tensor, progress: str = "") -> torch.Tensor:
     """Embeddings ``[clips, windows, 96]`` (float32, CPU) of ``[clips, 1, samples]`` 16 kHz waveforms; with
     ``progress``, a progress bar of that name over the batches.
     """
+    import torch  # here, not at the top: the ONNX predictor uses the rest of this module where torch is absent
+    from tqdm import tqdm
+
     audio = waveforms.detach().float().cpu().flatten(1).numpy()
     starts = range(0, len(audio), BATCH)
     batches = tqdm(starts, desc=progress, unit="batch", leave=False) if progress else starts

@@ -188,6 +188,15 @@ SCHEMA: dict[str, Schema] = {
         "test_time_shifts": at_least(int, 0, 0),
         "shift_step_ms": positive(float, 25.0),
     },
+    "export": {
+        # training clips (spread over the split) whose activation ranges calibrate the int8 model
+        "calibration_clips": at_least(int, 200, 1),
+        # fail when int8 loses more than this many points of test accuracy against float32
+        "max_int8_drop": at_least(float, 1.0, 0),
+        # test clips timed one by one for the median latency; threads for torch and onnxruntime while timing
+        "latency_clips": at_least(int, 100, 1),
+        "threads": at_least(int, 1, 1),
+    },
 }
 
 

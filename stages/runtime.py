@@ -13,6 +13,7 @@ from torch import nn
 
 from stages.augment import move
 from stages.cli import UserError
+from stages.clips import shift_step as shift_step  # shared with the torch-free ONNX predictor
 
 
 def select_device(name: str) -> torch.device:
@@ -90,11 +91,6 @@ def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, a
         return torch.cat(
             [model(waveforms[index]).float() for index in batches(len(waveforms), batch_size, None, device)]
         )
-
-
-def shift_step(milliseconds: float, sample_rate: int) -> int:
-    """``evaluate.shift_step_ms`` in samples, at least one."""
-    return max(1, round(milliseconds * sample_rate / 1000))
 
 
 @torch.no_grad()

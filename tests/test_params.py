@@ -48,6 +48,8 @@ def test_the_choices_params_offers_are_the_ones_the_code_knows():
             "preprocess.sample_rate must be an integer from 1000 to 48000, a multiple of 25",
         ),
         ("model", {"name": "resnet"}, "model.name must be one of m5"),
+        ("export", {"calibration_clips": 0}, "export.calibration_clips must be an integer >= 1, got 0"),
+        ("export", {"max_int8_drop": -1}, "export.max_int8_drop must be a number >= 0, got -1"),
     ],
 )
 def test_bad_param_is_refused_by_the_stage(tmp_path, section, values, expected):

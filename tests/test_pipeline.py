@@ -15,6 +15,8 @@ TINY = {
     "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
     "evaluate": {"device": "cpu"},
     "transfer": {"sets": {}, "device": "cpu"},
+    # a 1-epoch model scored on a few dozen clips: one changed prediction is points of accuracy
+    "export": {"latency_clips": 10, "max_int8_drop": 100.0},
 }
 
 
@@ -39,6 +41,9 @@ def test_repro_writes_every_declared_output(project):
         "metrics/transfer.json",
         "metrics/train.json",
         "metrics/eval.json",
+        "models/model.onnx",
+        "models/model.int8.onnx",
+        "metrics/export.json",
         "plots/train_history.csv",
         "plots/confusion.csv",
         "plots/images/kernels.png",
@@ -89,10 +94,13 @@ def test_another_models_settings_retrain_nothing_but_the_models_own_do(project):
 
 @pytest.mark.slow
 def test_forced_repro_reproduces_a_clean_tree(project):
-    """Timings are the only thing that differs between runs, and they are not a tracked output."""
+    """Timings are the only thing that differs between runs, and they are not tracked outputs: train's epoch seconds
+    and export's latencies go to untracked logs.
+    """
     dvc(project, "repro", "--force")
     assert run(["git", "status", "--porcelain"], project).stdout == ""
     assert (project / "logs/train_timing.json").is_file()
+    assert json.loads((project / "logs/export_latency.json").read_text())["float32"]["latency_ms"] > 0
 
 
 @pytest.mark.slow
@@ -104,7 +112,7 @@ def test_synthetic_data_and_processed_splits_are_byte_for_byte_deterministic(pro
 @pytest.mark.slow
 def test_exp_run_reruns_only_the_stages_after_the_change(project):
     result = dvc(project, "exp", "run", "-S", "train.epochs=2")
-    for name in ("train", "evaluate", "plot"):
+    for name in ("train", "evaluate", "export", "plot"):
         assert f"Running stage '{name}'" in result.stdout
     for name in ("download", "preprocess", "embed"):
         assert f"Running stage '{name}'" not in result.stdout

@@ -240,6 +240,10 @@ def test_ctrl_c_stops_training_within_a_batch_and_writes_nothing(tmp_path):
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()
 
 
+# a few epochs scored on about ten test clips: one prediction int8 changes is ten points, so the drop limit is off
+TINY_EXPORT = {"max_int8_drop": 100.0, "latency_clips": 10}
+
+
 @pytest.fixture(scope="module")
 def slow_project(tmp_path_factory):
     """A tiny synthetic project whose train stage runs long enough to be interrupted."""
@@ -250,6 +254,7 @@ def slow_project(tmp_path_factory):
         data={"synthetic_clips": 100},
         train={"epochs": 400, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
+        export=TINY_EXPORT,
     )
     commit(root, "slow config")
     dvc(root, "repro", "preprocess")
@@ -296,6 +301,7 @@ def test_sigkill_mid_epoch_leaves_no_half_written_outputs_and_a_rerun_recovers(s
         data={"synthetic_clips": 100},
         train={"epochs": 3, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
+        export=TINY_EXPORT,
     )
     dvc(root, "repro")
     model, _ = load_checkpoint(root / "models/model.pt")
@@ -316,6 +322,7 @@ def test_second_concurrent_repro_is_refused_and_the_first_finishes(slow_project,
         data={"synthetic_clips": 100},
         train={"epochs": 40, "batch_size": 8, "device": "cpu"},
         evaluate={"device": "cpu"},
+        export=TINY_EXPORT,
     )
     first = start_repro(root, tmp_path / "first.log")
     wait_for(lambda: train_pid(root) is not None, what="the train stage")

