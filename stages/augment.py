@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from stages.inference import move
+
 
 def uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
@@ -24,18 +26,6 @@ def content_length(waveform: torch.Tensor) -> torch.Tensor:
     nonzero = waveform.flatten(1) != 0
     last = samples - 1 - nonzero.flip(-1).int().argmax(dim=-1)
     return torch.where(nonzero.any(dim=-1), last + 1, torch.zeros_like(last))
-
-
-def move(waveform: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-    """Move each clip ``offset[i]`` samples later (earlier when negative).
-
-    Samples moved out of the window are lost; the window's uncovered part becomes silence.
-    """
-    samples = waveform.shape[-1]
-    source = torch.arange(samples, device=waveform.device) - offset[:, None]
-    inside = (source >= 0) & (source < samples)
-    moved = waveform.flatten(1).gather(1, source.clamp(0, samples - 1))
-    return (moved * inside).view_as(waveform)
 
 
 def shift(waveform: torch.Tensor, max_shift: int, place: bool, generator: torch.Generator) -> torch.Tensor:

@@ -157,7 +157,7 @@ def shift_step(milliseconds: float, sample_rate: int) -> int:
 
 def shifted_copies(clip: np.ndarray, shifts: int, step: int) -> np.ndarray:
     """``[2 * shifts + 1, samples]`` copies of one clip moved by -shifts … shifts times ``step`` samples, the copies
-    ``runtime.shifted_probabilities`` scores (the centre one is the clip itself).
+    ``inference.shifted_probabilities`` scores (the centre one is the clip itself).
     """
     offsets = np.arange(-shifts, shifts + 1) * step
     return move(np.repeat(clip[None], len(offsets), axis=0), offsets)

@@ -14,8 +14,9 @@ from stages import params
 from stages.cli import run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
+from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.runtime import select_device, shift_step, shifted_probabilities
+from stages.runtime import select_device
 
 MODEL = Path("models/model.pt")
 TEST = Path("data/processed/test.pt")

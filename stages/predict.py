@@ -20,8 +20,8 @@ from torch import nn
 from stages import predictions
 from stages.audio import prepare
 from stages.cli import run
+from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.runtime import shift_step, shifted_probabilities
 
 MODEL = Path("models/model.pt")
 

@@ -1,4 +1,4 @@
-"""Where and how tensors run: device choice, mixed precision, seeding and batched inference."""
+"""Where and how tensors run: device choice, mixed precision, compilation, seeding and index batches."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
-from stages.augment import move
 from stages.cli import UserError
-from stages.clips import shift_step as shift_step  # shared with the torch-free ONNX predictor
 
 
 def select_device(name: str) -> torch.device:
@@ -80,28 +77,3 @@ def batches(
     """
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     yield from order.to(device).split(batch_size)
-
-
-@torch.no_grad()
-def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, amp: bool = False) -> torch.Tensor:
-    """Logits for every waveform, in eval mode, as float32 on the waveforms' device."""
-    model.eval()
-    device = waveforms.device
-    with autocast(device, amp):
-        return torch.cat(
-            [model(waveforms[index]).float() for index in batches(len(waveforms), batch_size, None, device)]
-        )
-
-
-@torch.no_grad()
-def shifted_probabilities(
-    model: nn.Module, waveforms: torch.Tensor, batch_size: int, shifts: int, step: int
-) -> torch.Tensor:
-    """Class probabilities ``[2 * shifts + 1, clips, classes]`` of copies of each clip moved by -shifts … shifts
-    times ``step`` samples. Their mean is test-time augmentation, so a prediction depends less on where the word sits
-    in the window; the centre copy (index ``shifts``) is the plain pass.
-    """
-    offsets = [torch.full((len(waveforms),), k * step, device=waveforms.device) for k in range(-shifts, shifts + 1)]
-    return torch.stack(
-        [batched_logits(model, move(waveforms, offset), batch_size).softmax(dim=-1) for offset in offsets]
-    )

@@ -28,6 +28,7 @@ from stages.augment import Augment
 from stages.cli import UserError, run
 from stages.datasets import load_split
 from stages.fileio import write_json, write_text
+from stages.inference import batched_logits
 from stages.models import (
     SpectrogramModel,
     build_model,
@@ -38,7 +39,6 @@ from stages.models import (
 )
 from stages.runtime import (
     autocast,
-    batched_logits,
     batches,
     seed_everything,
     select_device,

@@ -23,8 +23,9 @@ from stages.cli import UserError, run
 from stages.datasets import clip_paths, obtain
 from stages.evaluate import classification_report
 from stages.fileio import write_json
+from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.runtime import select_device, shift_step, shifted_probabilities
+from stages.runtime import select_device
 
 MODEL = Path("models/model.pt")
 METRICS = Path("metrics/transfer.json")

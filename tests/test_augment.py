@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stages import params
-from stages.augment import Augment, add_noise, content_length, equalise, mask_along, move, shift, speed
+from stages.augment import Augment, add_noise, content_length, equalise, mask_along, shift, speed
+from stages.inference import batched_logits, move, shifted_probabilities
 from stages.models import build_model, load_checkpoint, model_config
-from stages.runtime import batched_logits, shifted_probabilities
 from stages.train import forward_train
 from tests.helpers import stage, write_params, write_processed
 

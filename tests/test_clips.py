@@ -10,8 +10,7 @@ import torch
 import torchaudio
 
 from stages import audio, clips
-from stages.augment import move
-from stages.runtime import shifted_probabilities
+from stages.inference import move, shifted_probabilities
 from tests.helpers import FSDD_ARCHIVE, tone, write_wav
 
 

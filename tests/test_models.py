@@ -15,6 +15,7 @@ from stages import params
 from stages.audio import prepare
 from stages.cli import UserError
 from stages.features import LogMel
+from stages.inference import shifted_probabilities
 from stages.models import (
     M5,
     SpectrogramModel,
@@ -24,7 +25,7 @@ from stages.models import (
     model_config,
     save_checkpoint,
 )
-from stages.runtime import select_device, shifted_probabilities, use_amp
+from stages.runtime import select_device, use_amp
 from tests.helpers import stage, tone, write_params, write_wav
 
 

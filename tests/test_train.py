@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from stages.datasets import load_split
+from stages.inference import batched_logits, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.runtime import batched_logits, shifted_probabilities
 from tests.helpers import stage, write_params, write_processed
 
 SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}
