@@ -10,7 +10,7 @@ from tests.helpers import commit, copy_project, dvc, run, write_params
 
 # The default pipeline (the embedding model on espeak-ng and Piper clips), scaled down.
 TINY = {
-    "data": {"synthetic_clips": 200, "piper_clips": 24},
+    "data": {"synthetic_clips": 200, "piper_clips": 24, "kokoro_clips": 4},
     "embed": {"copies": 1},
     "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
     "evaluate": {"device": "cpu"},
@@ -52,7 +52,7 @@ def test_repro_writes_every_declared_output(project):
         assert (project / path).is_file(), path
     assert json.loads((project / "metrics/train.json").read_text())["parameters"] == 93_386
     report = json.loads((project / "data/processed/report.json").read_text())
-    assert sum(split["clips"] for split in report["splits"].values()) == 224
+    assert sum(split["clips"] for split in report["splits"].values()) == 228
 
 
 @pytest.mark.slow

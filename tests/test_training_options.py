@@ -20,7 +20,7 @@ def test_the_notebook_run_is_the_notebooks_loop_on_m5():
     assert (train["schedule"], train["label_smoothing"], train["augment"]) == ("none", 0.0, False)
     assert (train["lr"], train["weight_decay"], train["epochs"], train["batch_size"]) == (0.01, 1e-4, 10, 256)
     assert params.validate(data, "model")["name"] == "m5" and params.validate(data, "preprocess")["sample_rate"] == 8000
-    assert params.validate(data, "data")["piper_clips"] == 0
+    assert (params.validate(data, "data")["piper_clips"], params.validate(data, "data")["kokoro_clips"]) == (0, 0)
 
 
 def test_one_cycle_works_with_one_batch_per_epoch_and_refuses_too_few_steps():

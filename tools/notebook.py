@@ -1,7 +1,7 @@
 """The teaching notebook's exact run as a DVC experiment: ``python -m tools.notebook`` (or ``make notebook``).
 
 M5 (25,290 parameters) on 8 kHz waveforms with the notebook's loop: Adam, lr 0.01, weight decay 1e-4, batch 256,
-10 epochs, no schedule, no label smoothing; the synthetic data without Piper clips. Every other setting is
+10 epochs, no schedule, no label smoothing; the synthetic data without Piper or Kokoro clips. Every other setting is
 ``params.yaml``'s. The tests train with these same values (``tests/helpers.py`` imports them).
 """
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 NOTEBOOK: dict[str, dict] = {
-    "data": {"piper_clips": 0},
+    "data": {"piper_clips": 0, "kokoro_clips": 0},
     "preprocess": {"sample_rate": 8000},
     "model": {"name": "m5"},
     "train": {
