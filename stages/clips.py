@@ -2,7 +2,7 @@
 
 The ONNX predictor (``stages/predict_onnx.py``) runs where torch is not installed, yet must prepare a file exactly as
 ``preprocess`` and ``predict`` do. So decoding lives here and ``stages/audio.py`` wraps it, and ``resample``,
-``locate`` and ``move`` are numpy twins of torchaudio's ``Resample``, ``audio.locate`` and ``augment.move``;
+``locate`` and ``move`` are numpy twins of torchaudio's ``Resample``, ``audio.locate`` and ``inference.move``;
 ``tests/test_clips.py`` holds each pair to the same output.
 """
 
@@ -141,7 +141,7 @@ def prepare(path: Path, sample_rate: int, clip_seconds: float) -> np.ndarray:
 
 
 def move(clips: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """``augment.move`` in numpy: each ``[clips, samples]`` row ``offsets[i]`` samples later (earlier when negative),
+    """``inference.move`` in numpy: each ``[clips, samples]`` row ``offsets[i]`` samples later (earlier when negative),
     silence where it uncovers the window.
     """
     samples = clips.shape[-1]

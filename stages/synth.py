@@ -226,6 +226,18 @@ def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndar
     return place(resample(torch.from_numpy(speech)).numpy(), rng)
 
 
+def warped_resampler(rate: int, warp: float) -> Resample:
+    """A resampler to ``SAMPLE_RATE`` that reads a neural voice's ``rate`` audio as if it were made at ``rate * warp``,
+    raising pitch and formants by ``warp`` (rounded to ``RATE_STEP`` Hz, so kernels stay small).
+    """
+    return Resample(round(rate * warp / RATE_STEP) * RATE_STEP, SAMPLE_RATE)
+
+
+def ending(rng: np.random.Generator) -> str:
+    """A sentence ending for a neural voice's utterance, which shapes its intonation."""
+    return PIPER_ENDINGS[rng.integers(len(PIPER_ENDINGS))]
+
+
 def one_thread_session(model: str | bytes):
     """An onnxruntime CPU session on one thread: the workers already use every core, and the output then does not
     depend on how many cores the machine has.
@@ -260,9 +272,7 @@ def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     torch.set_num_threads(1)
     speaker = PIPER_SPEAKERS.index(clips[0].speaker)
     voice, config = piper_voice(seed * len(PIPER_SPEAKERS) + speaker)
-    # Reading audio made at rate r as if it were made at r * warp raises pitch and formants by ``warp``.
-    warped_rate = round(voice.config.sample_rate * PIPER_WARPS[speaker] / RATE_STEP) * RATE_STEP
-    resample = Resample(warped_rate, SAMPLE_RATE)
+    resample = warped_resampler(voice.config.sample_rate, PIPER_WARPS[speaker])
     for clip in clips:
         rng = clip_rng(clip, seed, engine=(1,))
         settings = config(
@@ -270,7 +280,7 @@ def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
             noise_scale=rng.uniform(*PIPER_NOISE_SCALE),
             noise_w_scale=rng.uniform(*PIPER_NOISE_W),
         )
-        text = clip.label + PIPER_ENDINGS[rng.integers(len(PIPER_ENDINGS))]
+        text = clip.label + ending(rng)
         raw = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=settings)])
         speech = resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
         soundfile.write(out_dir / clip.relpath(), place(speech, rng), SAMPLE_RATE, subtype="PCM_16")
@@ -315,11 +325,10 @@ def render_kokoro_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     session, vocabulary, styles = kokoro_voice()
     speaker = KOKORO_SPEAKERS.index(clips[0].speaker)
     style = kokoro_style(styles, speaker)
-    warped_rate = round(KOKORO_SAMPLE_RATE * KOKORO_WARPS[speaker] / RATE_STEP) * RATE_STEP
-    resample = Resample(warped_rate, SAMPLE_RATE)
+    resample = warped_resampler(KOKORO_SAMPLE_RATE, KOKORO_WARPS[speaker])
     for clip in clips:
         rng = clip_rng(clip, seed, engine=(2,))
-        tokens = [vocabulary[symbol] for symbol in KOKORO_PHONEMES[clip.label] + PIPER_ENDINGS[rng.integers(3)]]
+        tokens = [vocabulary[symbol] for symbol in KOKORO_PHONEMES[clip.label] + ending(rng)]
         inputs = {
             "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),  # 0: the start and end pad
             "style": style[len(tokens) - 1][None],  # Kokoro's style tables are indexed by utterance length
