@@ -45,7 +45,7 @@ from benchmarks.macs import count_macs
 from stages import audio
 from stages.archives import extract
 from stages.models import M5
-from stages.train import train_epoch
+from stages.train import EpochStart, Loop, TrainingForward, train_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
@@ -118,12 +118,14 @@ def pipeline_epochs(
     """
     device = waveforms.device
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.0001)
-    generator = torch.Generator().manual_seed(0)
+    loop = Loop(
+        TrainingForward(model, None), optimizer, None, torch.Generator().manual_seed(0), device, amp, NOTEBOOK_TRAIN
+    )
     times = []
     for _ in range(repeats + 1):
         synchronize(device)
         start = time.perf_counter()
-        train_epoch(model, optimizer, None, None, waveforms, labels, NOTEBOOK_TRAIN, generator, device, amp, 1)
+        train_epoch(loop, waveforms, labels, 1, EpochStart(loop.shuffle.get_state()))
         synchronize(device)
         times.append(time.perf_counter() - start)
     return times[1:], times[0]

@@ -154,6 +154,10 @@ SCHEMA: dict[str, Schema] = {
         "label_smoothing": fraction(0.1),
         # true: apply the `augment` section to training batches
         "augment": Spec(bool, False),
+        # data-parallel processes on this machine (torchrun and DistributedDataParallel): one per GPU or CPU core
+        "processes": at_least(int, 1, 1),
+        # true: continue from the state a stopped run saved (checkpoints/train_state.pt) when it matches
+        "resume": Spec(bool, True),
     },
     "augment": {
         "speed": fraction(0.0),
