@@ -1,38 +1,30 @@
 """Write ``report.html``: one self-contained page with a run's learning curves, confusion matrix, metrics and params.
 
-Charts are drawn to inline SVG by vl-convert when the report is written and the plot stage's figures are embedded as
-data URIs, so the file shows the same everywhere, offline, and can be attached to a pull request or mailed as it is.
+Each figure is drawn once, by the plot stage: its PNGs (learning curves, confusion matrix, first-layer weights,
+waveforms) are embedded as data URIs, so the file shows the same everywhere, offline, and can be attached to a pull
+request or mailed as it is.
 Run ``python -m tools.report`` (``make report``) from the repository root after ``dvc repro``.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import vl_convert
 import yaml
 
 from stages.cli import UserError, run
-from stages.datasets import DIGITS
 from stages.fileio import write_text
-from tools.plots_template import VEGA_LITE_VERSION
 
 REPORT = Path("report.html")
-HISTORY = Path("plots/train_history.csv")
-CONFUSION = Path("plots/confusion.csv")
 TRAIN_METRICS = Path("metrics/train.json")
 EVAL_METRICS = Path("metrics/eval.json")
 PARAMS = Path("params.yaml")
-# The plot stage's figures that the charts below do not already show.
-FIGURES = (Path("plots/images/kernels.png"), Path("plots/images/waveforms.png"))
-SPLITS = {"train": "train", "val": "validation"}
+IMAGES = Path("plots/images")
 PER_CLASS = ("precision", "recall", "f1", "support")
 
 STYLE = """
@@ -45,81 +37,15 @@ figure { display: inline-block; margin: 0 1em 1em 0; } img { max-width: 100%; }
 """
 
 
-def read(path: Path) -> str:
-    """A pipeline output's text, or a message that names the command that makes it."""
+def read_bytes(path: Path) -> bytes:
+    """A pipeline output, or a message that names the command that makes it."""
     if not path.is_file():
         raise UserError(f"{path} is missing: run `make repro` (or `dvc repro`) first, then `make report`")
-    return path.read_text(encoding="utf-8")
+    return path.read_bytes()
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(read(path).splitlines()))
-
-
-def svg(spec: dict[str, Any]) -> str:
-    """Draw a Vega-Lite spec to SVG now, so the page needs no JavaScript to show it."""
-    return vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION)
-
-
-def curve(history: list[dict[str, str]], metric: str, title: str) -> dict[str, Any]:
-    """One metric per epoch, a line per split, with a legend that names the split."""
-    values = [
-        {"epoch": int(row["epoch"]), "split": label, "value": float(row[f"{split}_{metric}"])}
-        for row in history
-        for split, label in SPLITS.items()
-    ]
-    return {
-        "title": title,
-        "data": {"values": values},
-        "mark": {"type": "line", "point": True},
-        "width": 360,
-        "height": 240,
-        "encoding": {
-            "x": {"field": "epoch", "type": "quantitative", "title": "epoch", "axis": {"tickMinStep": 1}},
-            "y": {"field": "value", "type": "quantitative", "title": title.lower(), "scale": {"zero": False}},
-            "color": {
-                "field": "split",
-                "type": "nominal",
-                "title": "split",
-                "sort": list(SPLITS.values()),
-                # Below the plot: vl-convert measures text with its own font, and a label at the right edge of the
-                # SVG can be clipped when the browser's sans-serif is wider.
-                "legend": {"orient": "bottom"},
-            },
-        },
-    }
-
-
-def confusion(rows: list[dict[str, str]]) -> dict[str, Any]:
-    """Counts of (actual, predicted) over the test split, zero cells included, each cell labelled with its count."""
-    present = {row["actual"] for row in rows} | {row["predicted"] for row in rows}
-    labels = [digit for digit in DIGITS if digit in present] + sorted(present - set(DIGITS))  # zero to nine
-    counts = Counter((row["actual"], row["predicted"]) for row in rows)
-    values = [{"actual": a, "predicted": p, "count": counts[a, p]} for a in labels for p in labels]
-    axis = {"type": "nominal", "sort": labels}
-    return {
-        "title": "Test confusion matrix",
-        "data": {"values": values},
-        "width": 360,
-        "height": 360,
-        "encoding": {
-            "x": {"field": "predicted", "title": "predicted", **axis},
-            "y": {"field": "actual", "title": "actual", **axis},
-        },
-        "layer": [
-            {"mark": "rect", "encoding": {"color": {"field": "count", "type": "quantitative", "title": "clips"}}},
-            {
-                "mark": {"type": "text", "fontSize": 9},
-                "encoding": {
-                    "text": {"field": "count", "type": "quantitative"},
-                    "color": {
-                        "condition": {"test": f"datum.count > {max(counts.values()) / 2}", "value": "white"},
-                        "value": "black",
-                    },
-                },
-            },
-        ],
-    }
+def read(path: Path) -> str:
+    return read_bytes(path).decode("utf-8")
 
 
 def cell(value: Any) -> str:
@@ -154,10 +80,8 @@ def flatten(values: dict[str, Any], prefix: str = "") -> list[list[Any]]:
 
 
 def figure(path: Path) -> str:
-    """A PNG inlined as a data URI; a figure the plot stage did not write is left out rather than shown broken."""
-    if not path.is_file():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    """A PNG of the plot stage, inlined as a data URI."""
+    data = base64.b64encode(read_bytes(path)).decode("ascii")
     caption = html.escape(str(path))
     return (
         f'<figure><img src="data:image/png;base64,{data}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
@@ -166,7 +90,6 @@ def figure(path: Path) -> str:
 
 def build() -> str:
     """The whole page, from the files ``dvc repro`` wrote."""
-    history = read_csv(HISTORY)
     train = json.loads(read(TRAIN_METRICS))
     evaluation = json.loads(read(EVAL_METRICS))
     params = yaml.safe_load(read(PARAMS)) or {}
@@ -177,13 +100,13 @@ def build() -> str:
         table(["metric", "value"], scalars(evaluation), "test (metrics/eval.json)"),
         table(["metric", "value"], scalars(train), "training (metrics/train.json)"),
         "<h2>Learning curves</h2>",
-        svg(curve(history, "acc", "Accuracy")),
-        svg(curve(history, "loss", "Loss")),
+        figure(IMAGES / "learning_curves.png"),
         "<h2>Confusion matrix</h2>",
-        svg(confusion(read_csv(CONFUSION))),
+        figure(IMAGES / "confusion_matrix.png"),
         table(["class", *PER_CLASS], per_class, "per class on the test split"),
         "<h2>Figures</h2>",
-        *(figure(path) for path in FIGURES),
+        figure(IMAGES / "kernels.png"),
+        figure(IMAGES / "waveforms.png"),
         "<h2>Params</h2>",
         table(["param", "value"], flatten(params), "params.yaml"),
     ]
