@@ -46,7 +46,7 @@ plots: install
 report: install
 	$(BIN)/python -m tools.report
 
-# Headless Chromium for tests/test_plots_offline.py, installed when missing and running as root with apt-get (CI);
+# Headless Chromium for tests/e2e/test_plots_offline.py, installed when missing and running as root with apt-get (CI);
 # elsewhere those tests skip and say why.
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -13,8 +13,11 @@ import yaml
 from tools.notebook import NOTEBOOK
 from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
 
+# Parameter counts of each model at its default settings, pinned here once; M5's is the notebook's.
+PARAMETERS = {"m5": 25_290, "dscnn": 23_050, "bcresnet": 17_056, "embedding": 93_386}
+
 # Re-exported: the tests reach the project through tests.helpers, the benchmarks through tools.project.
-__all__ = ["FSDD_ARCHIVE", "REPO", "commit", "copy_project", "dvc", "environment", "run"]
+__all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run"]
 
 
 def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from stages import embedding, params
 from stages.cli import UserError
 from stages.embed import channel_copy
 from stages.models import EmbeddingClassifier, build_model, count_parameters, load_checkpoint, model_config
-from tests.helpers import stage, tone, write_params, write_processed
+from tests.helpers import PARAMETERS, stage, tone, write_params, write_processed
 
 EMBEDDING_RUN = {
     "model": {"name": "embedding"},
@@ -37,7 +37,7 @@ def test_clips_shorter_than_one_window_are_refused():
 def test_the_head_has_its_parameter_count_and_keeps_only_its_own_weights():
     config = model_config(params.validate({"model": {"name": "embedding"}}, "model"), sample_rate=16000)
     model = build_model(config, n_output=10)
-    assert count_parameters(model) == 93_386
+    assert count_parameters(model) == PARAMETERS["embedding"]
     assert all(name.startswith("head.") for name in model.state_dict())
     waveforms = torch.randn(3, 1, 16000) * 0.1
     model.eval()

@@ -26,12 +26,12 @@ from stages.models import (
     save_checkpoint,
 )
 from stages.runtime import select_device, use_amp
-from tests.helpers import stage, tone, write_params, write_wav
+from tests.helpers import PARAMETERS, stage, tone, write_params, write_wav
 
 
 def test_m5_has_the_notebooks_parameter_count_and_shapes():
     model = M5()
-    assert count_parameters(model) == 25_290
+    assert count_parameters(model) == PARAMETERS["m5"]
     assert model(torch.randn(4, 1, 8000)).shape == (4, 10)
     assert model.first_layer.kernel_size == (80,) and model.first_layer.stride == (16,)
     assert [layer.out_channels for layer in model.modules() if isinstance(layer, torch.nn.Conv1d)] == [32, 32, 64, 64]
@@ -159,10 +159,10 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("section", "parameters"),
     [
-        ({"name": "m5"}, 25_290),
-        ({"name": "dscnn"}, 23_050),
+        ({"name": "m5"}, PARAMETERS["m5"]),
+        ({"name": "dscnn"}, PARAMETERS["dscnn"]),
         ({"name": "bcresnet", "bcresnet": {"width": 1.0}}, 9_166),
-        ({"name": "bcresnet", "bcresnet": {"width": 1.5}}, 17_056),
+        ({"name": "bcresnet"}, PARAMETERS["bcresnet"]),
         ({"name": "bcresnet", "bcresnet": {"width": 2.0}}, 27_154),
     ],
 )

@@ -25,6 +25,7 @@ from stages.audio import BadAudio, prepare
 from stages.datasets import DIGITS
 from stages.models import load_checkpoint
 from tests.helpers import (
+    REPO,
     commit,
     copy_project,
     dvc,
@@ -43,7 +44,7 @@ def files_under(root: Path) -> set[str]:
 
 
 def declared_outputs(stage_name: str) -> list[str]:
-    pipeline = yaml.safe_load((Path(__file__).parent.parent / "dvc.yaml").read_text())["stages"][stage_name]
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage_name]
     return [
         next(iter(out)) if isinstance(out, dict) else out
         for out in pipeline.get("outs", []) + pipeline.get("metrics", [])
