@@ -3,32 +3,50 @@
     .venv/bin/python -m benchmarks.run --rows dscnn bcresnet --columns official loso --seeds 0 1 2
     .venv/bin/python -m benchmarks.run --table-only          # print the tables from what was measured
 
+    .venv/bin/python -m benchmarks.run --rows m5 --columns synthetic --seeds 0 1 2 3 --jobs 2   # two at a time
+
 Each run is one `dvc exp run -n NAME -S ...` in the copy (default: spoken-digits-bench in the temporary folder), so
 `dvc exp show` there lists every run since the copy was made (a code change starts a new copy); results accumulate
 in benchmarks/results.json. FSDD columns read the shared mirror and are skipped, with a message, when it is absent.
+An experiment of the same name in the copy is removed before its run, so a grid can be run again.
+
+With ``--jobs N`` (N > 1) the runs go through DVC's queue (`dvc exp run --queue`, then `dvc queue start --jobs N`),
+each job with ``os.cpu_count() // N`` OpenMP threads; their epoch seconds are not recorded (they shared the cores,
+and DVC's temporary workspaces keep no logs/), and each such result says ``"jobs": N``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from dvc.repo import Repo
 
 from benchmarks.macs import count_macs
 from stages import params
 from stages.models import build_model, count_parameters, model_config
 from tools.notebook import overrides as notebook_overrides
-from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, run
+from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
 
 RESULTS = Path(__file__).with_name("results.json")
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"
+RUN_TIMEOUT = 3600  # seconds one run may take
+# How often the queue is asked for its tasks' states: DVC's API answers in about 0.1 CPU-second, so polling steals
+# almost nothing from the jobs; a queued run's seconds are as exact as this.
+POLL_SECONDS = 5
+LOG_LINES = 20  # lines of a failed queued run's log that are shown
+BUSY = ("Queued", "Running")  # the queue's states of a task that has not ended
 
 # Each row: the `-S` overrides on top of params.yaml (the embedding model). The waveform rows start from the
 # notebook's run (M5 at 8 kHz, its loop; tools/notebook.py) and change what they name.
@@ -107,34 +125,217 @@ def workspace(root: Path) -> Path:
     return root
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def load_results(path: Path = RESULTS) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def run_one(root: Path, row: str, column: str, split: list[str], seed: int) -> dict:
-    """One `dvc exp run`; returns its test accuracy and the median seconds per training epoch."""
-    fold = next((item.split("=")[1] for item in split if item.startswith("data.fold=")), "")
-    name = f"{row}-{column}{fold}-s{seed}"
-    overrides = [*ROWS[row], *split, f"train.seed={seed}"]
-    start = time.perf_counter()
-    run(["git", "checkout", "--", "."], root)  # start from the baseline: `exp run` applied the last run's params
-    dvc(root, "exp", "run", "-n", name, *(arg for item in overrides for arg in ("-S", item)), timeout=3600)
-    seconds = json.loads((root / "logs/train_timing.json").read_text())["epoch_seconds"]
-    scores = json.loads((root / "metrics/eval.json").read_text())
-    transfer = json.loads((root / "metrics/transfer.json").read_text())
-    accuracy = scores["accuracy"]
-    print(f"{name}: test accuracy {accuracy:.4f}, {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class Run:
+    """One planned `dvc exp run`: where its result goes in results.json (row, column, key) and what it runs."""
+
+    row: str
+    column: str
+    key: str
+    name: str
+    overrides: tuple[str, ...]
+
+
+class GridError(Exception):
+    """A grid that could not run, or runs that failed: the message says which, in one line."""
+
+
+def planned_runs(rows: list[str], columns: list[str], seeds: list[int], folds: list[int]) -> list[Run]:
+    """Every run of the grid, in the order the sequential path runs them."""
+    runs = []
+    for row in rows:
+        for column in columns:
+            splits = COLUMNS[column]
+            if column == "loso":
+                splits = [splits[fold] for fold in folds]
+            for split in splits:
+                fold = next((item.split("=")[1] for item in split if item.startswith("data.fold=")), "")
+                for seed in seeds:
+                    runs.append(
+                        Run(
+                            row=row,
+                            column=column,
+                            key=f"{'_'.join(split[-1:])}-s{seed}",
+                            name=f"{row}-{column}{fold}-s{seed}",
+                            overrides=(*ROWS[row], *split, f"train.seed={seed}"),
+                        )
+                    )
+    return runs
+
+
+def outcome_of(
+    item: Run, scores: dict, transfer: dict, epoch_seconds: float | None, run_seconds: int | None, jobs: int
+) -> dict:
+    """A run's record in results.json. ``jobs`` > 1: the run shared the cores, so its seconds compare with nothing
+    but runs of the same ``jobs`` on the same machine.
+    """
     outcome = {
-        "accuracy": accuracy,
+        "accuracy": scores["accuracy"],
         "one_pass_accuracy": scores["one_pass_accuracy"],
-        "epoch_seconds": statistics.median(seconds),
-        "run_seconds": round(time.perf_counter() - start),
+        "epoch_seconds": epoch_seconds,
+        "run_seconds": run_seconds,
+        "jobs": jobs,
         # no machine's path in the record: the mirror is named as the README names it
-        "command": [item.replace(str(FSDD_ARCHIVE), "../shared/datasets/" + FSDD_ARCHIVE.name) for item in overrides],
+        "command": [
+            value.replace(str(FSDD_ARCHIVE), "../shared/datasets/" + FSDD_ARCHIVE.name) for value in item.overrides
+        ],
     }
     if "accuracy" in transfer.get("fsdd", {}):
         outcome["fsdd_all_accuracy"] = transfer["fsdd"]["accuracy"]
     return outcome
+
+
+def set_flags(overrides: tuple[str, ...]) -> list[str]:
+    return [arg for item in overrides for arg in ("-S", item)]
+
+
+def run_one(root: Path, item: Run) -> dict:
+    """One `dvc exp run` in the workspace; returns its record, with the median seconds per training epoch."""
+    start = time.perf_counter()
+    restore_baseline(root)
+    dvc(root, "exp", "run", "-n", item.name, *set_flags(item.overrides), timeout=RUN_TIMEOUT)
+    seconds = json.loads((root / "logs/train_timing.json").read_text())["epoch_seconds"]
+    scores = json.loads((root / "metrics/eval.json").read_text())
+    transfer = json.loads((root / "metrics/transfer.json").read_text())
+    elapsed = round(time.perf_counter() - start)
+    print(f"{item.name}: test accuracy {scores['accuracy']:.4f}, {elapsed}s", file=sys.stderr, flush=True)
+    return outcome_of(item, scores, transfer, statistics.median(seconds), elapsed, jobs=1)
+
+
+def restore_baseline(root: Path) -> None:
+    """Start from the baseline's params: `exp run` leaves the last run's applied, and `--queue` would stash them."""
+    run(["git", "checkout", "--", "."], root)
+
+
+def queue_states(root: Path) -> dict[str, str]:
+    """Each named queue task's state (Queued, Running, Success, Failed), read through DVC's API rather than by
+    starting `dvc queue status` (about 2 CPU-seconds a call).
+    """
+    with Repo(str(root)) as repo:
+        return {task["name"]: task["status"] for task in repo.experiments.celery_queue.status() if task.get("name")}
+
+
+def forget(root: Path, runs: list[Run]) -> None:
+    """Remove earlier experiments and finished queue tasks named like these runs: DVC refuses to make an experiment
+    whose name exists, and a second task of one name would make the queue's answers ambiguous.
+    """
+    names = {item.name for item in runs}
+    tasks = queue_states(root)
+    busy = sorted(name for name, state in tasks.items() if name in names and state in BUSY)
+    if busy:
+        raise GridError(
+            f"{', '.join(busy)} still queued or running in {root}: wait, or `dvc queue kill`/`dvc queue remove` them"
+        )
+    existing = set(dvc(root, "exp", "list", "--name-only").stdout.split()) | set(tasks)
+    if names & existing:
+        dvc(root, "exp", "remove", *sorted(names & existing))
+
+
+def thread_share(jobs: int) -> dict[str, str]:
+    """OpenMP threads per job, so the jobs together use every core once: with more threads than cores, training here
+    ran 5 to 15 times slower. torch reads OMP_NUM_THREADS at start-up; a value set by the user is kept.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {name: os.environ.get(name, threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def start_queue(root: Path, jobs: int) -> None:
+    """`dvc queue start`: its workers run in the background and inherit this environment, threads included. Their
+    output goes to a file, not a pipe: they keep the pipe open, and reading it would wait for the whole queue.
+    """
+    command = [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(jobs)]
+    with tempfile.TemporaryFile() as log:
+        started = subprocess.run(
+            command,
+            cwd=root,
+            env={**environment(), **thread_share(jobs)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+        if started.returncode != 0:
+            log.seek(0)
+            raise GridError(f"`dvc queue start` failed in {root}: {log.read().decode().strip()}")
+
+
+def wait_for(root: Path, runs: list[Run]) -> Iterator[tuple[Run, str, int | None]]:
+    """Each run as it ends, with its final state and its seconds from the first poll that saw it running (None when
+    it ended between two polls).
+    """
+    waiting = {item.name: item for item in runs}
+    started: dict[str, float] = {}
+    deadline = time.monotonic() + RUN_TIMEOUT * len(runs)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise GridError(f"the queue did not finish in time: {', '.join(waiting)} still unfinished in {root}")
+        now = time.monotonic()
+        for name, state in queue_states(root).items():
+            if name not in waiting:
+                continue
+            if state == "Running":
+                started.setdefault(name, now)
+            elif state not in BUSY:
+                seconds = round(now - started[name]) if name in started else None
+                yield waiting.pop(name), state, seconds
+        if waiting:
+            time.sleep(POLL_SECONDS)
+
+
+def experiment_metrics(root: Path) -> dict[str, dict[str, dict]]:
+    """Every experiment's metrics files by experiment name, from `dvc exp show --json`."""
+    shown = json.loads(dvc(root, "exp", "show", "--json").stdout)
+    metrics = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment["revs"]:
+                files = (revision.get("data") or {}).get("metrics") or {}
+                metrics[revision["name"]] = {path: item.get("data", {}) for path, item in files.items()}
+    return metrics
+
+
+def log_tail(root: Path, name: str) -> str:
+    lines = dvc(root, "queue", "logs", name, check=False).stdout.strip().splitlines()
+    return "\n".join(lines[-LOG_LINES:])
+
+
+def run_queued(root: Path, runs: list[Run], jobs: int, record: Callable[[Run, dict], None]) -> None:
+    """Queue every run, start ``jobs`` workers, and record each result as its run ends. A failed run is reported
+    with the end of its log once the others have ended.
+    """
+    for item in runs:
+        restore_baseline(root)
+        dvc(root, "exp", "run", "--queue", "-n", item.name, *set_flags(item.overrides))
+    start_queue(root, jobs)
+    failed = []
+    for item, state, seconds in wait_for(root, runs):
+        if state != "Success":
+            failed.append(item.name)
+            print(f"{item.name}: {state.lower()}; the end of `dvc queue logs {item.name}`:", file=sys.stderr)
+            print(log_tail(root, item.name), file=sys.stderr, flush=True)
+            continue
+        files = experiment_metrics(root)[item.name]
+        scores = files["metrics/eval.json"]
+        print(f"{item.name}: test accuracy {scores['accuracy']:.4f}, about {seconds}s", file=sys.stderr, flush=True)
+        record(item, outcome_of(item, scores, files["metrics/transfer.json"], None, seconds, jobs))
+    if failed:
+        raise GridError(f"{len(failed)} of {len(runs)} queued runs failed: {', '.join(failed)} (logs above)")
+
+
+def run_grid(root: Path, runs: list[Run], jobs: int, record: Callable[[Run, dict], None]) -> None:
+    """Run ``runs`` in the workspace ``root``, one at a time (``jobs`` 1) or through DVC's queue, and pass each
+    result to ``record`` as it comes.
+    """
+    forget(root, runs)
+    if jobs == 1:
+        for item in runs:
+            record(item, run_one(root, item))
+    else:
+        run_queued(root, runs, jobs, record)
 
 
 def model_facts(row: str) -> dict:
@@ -189,7 +390,12 @@ def table(results: dict) -> str:
             mean_sd([item["accuracy"] for item in runs.get("official", {}).values()]),
             mean_sd(loso_means(runs.get("loso", {}))),
         ]
-        official = [item["epoch_seconds"] for item in runs.get("official", {}).values()]
+        # only runs that had the machine to themselves: a queued run's epochs shared the cores
+        official = [
+            item["epoch_seconds"]
+            for item in runs.get("official", {}).values()
+            if item.get("jobs", 1) == 1 and item.get("epoch_seconds") is not None
+        ]
         seconds = f"{statistics.median(official):.1f}" if official else "not measured"
         lines.append(
             f"| {row} | {facts['parameters']:,} | {facts['macs'] / 1e6:.2f} M | {seconds} | {' | '.join(cells)} |"
@@ -214,33 +420,40 @@ def fold_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def jobs_count(text: str) -> int:
+    """argparse's check of ``--jobs``: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--folds", nargs="+", type=int, default=list(range(FOLDS)), help="LOSO folds to run")
     parser.add_argument("--workdir", type=Path, default=WORKDIR)
+    parser.add_argument("--jobs", type=jobs_count, default=1, help="runs at a time, through DVC's queue when > 1")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to add to")
     parser.add_argument("--table-only", action="store_true")
-    args = parser.parse_args()
-    results = load_results()
+    args = parser.parse_args(argv)
+    results = load_results(args.results)
     if not args.table_only:
         columns = args.columns
         if not FSDD_ARCHIVE.is_file() and {"official", "loso"} & set(columns):
             print(f"skipping the FSDD columns: {FSDD_ARCHIVE} is absent", file=sys.stderr)
             columns = [column for column in columns if column == "synthetic"]
-        root = workspace(args.workdir)
-        for row in args.rows:
-            for column in columns:
-                splits = COLUMNS[column]
-                if column == "loso":
-                    splits = [splits[fold] for fold in args.folds]
-                for split in splits:
-                    for seed in args.seeds:
-                        key = f"{'_'.join(split[-1:])}-s{seed}"
-                        outcome = run_one(root, row, column, split, seed)
-                        results.setdefault(row, {}).setdefault(column, {})[key] = outcome
-                        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+        def record(item: Run, outcome: dict) -> None:
+            results.setdefault(item.row, {}).setdefault(item.column, {})[item.key] = outcome
+            args.results.write_text(json.dumps(results, indent=2) + "\n")
+
+        runs = planned_runs(args.rows, columns, args.seeds, args.folds)
+        try:
+            run_grid(workspace(args.workdir), runs, args.jobs, record)
+        except GridError as error:
+            sys.exit(f"error: {error}")
     print(table(results))
     print()
     print(fold_table(results))
