@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,10 @@ def sessions() -> tuple:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # OMP_NUM_THREADS when set, as torch follows it (parallel experiments each take their share of the cores);
+    # 0 is onnxruntime's default, every core
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    options.intra_op_num_threads = int(threads) if threads.isdigit() else 0
     found = []
     for name in ("melspectrogram.onnx", "embedding_model.onnx"):
         path = model_dir() / name
