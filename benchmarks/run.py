@@ -1,7 +1,7 @@
 """Run the README's results grid with `dvc exp run` in a scratch copy of the project, and print its tables.
 
     .venv/bin/python -m benchmarks.run --rows dscnn bcresnet --columns official loso --seeds 0 1 2
-    .venv/bin/python -m benchmarks.run --table-only          # print the tables from what was measured
+    .venv/bin/python -m benchmarks.run --table-only          # print the tables, and rewrite docs/results.md's
 
     .venv/bin/python -m benchmarks.run --rows m5 --columns synthetic --seeds 0 1 2 3 --jobs 2   # two at a time
 
@@ -35,11 +35,16 @@ from dvc.repo import Repo
 
 from benchmarks.macs import count_macs
 from stages import params
+from stages.fileio import write_text
 from stages.models import build_model, count_parameters, model_config
 from tools.notebook import overrides as notebook_overrides
 from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
 
 RESULTS = Path(__file__).with_name("results.json")
+# docs/results.md's tables, rewritten from results.json by every run of this module (--table-only too)
+RESULTS_DOC = REPO / "docs" / "results.md"
+TABLES_START = "<!-- tables: generated from benchmarks/results.json by `python -m benchmarks.run --table-only` -->"
+TABLES_END = "<!-- end of generated tables -->"
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-bench"
 RUN_TIMEOUT = 3600  # seconds one run may take
 # How often the queue is asked for its tasks' states: DVC's API answers in about 0.1 CPU-second, so polling steals
@@ -427,6 +432,25 @@ def jobs_count(text: str) -> int:
     return int(text)
 
 
+def tables(results: dict) -> str:
+    return f"{table(results)}\n\n{fold_table(results)}"
+
+
+def generated_block(text: str) -> tuple[int, int]:
+    """Where the generated tables sit in ``docs/results.md``: between its two marker lines."""
+    start, end = text.find(TABLES_START), text.find(TABLES_END)
+    if start < 0 or end < start:
+        raise GridError(f"{RESULTS_DOC} has lost its marker lines {TABLES_START!r} and {TABLES_END!r}")
+    return start + len(TABLES_START), end
+
+
+def write_results_doc(results: dict) -> None:
+    """Rewrite the tables of ``docs/results.md`` from ``results``, so the page cannot drift from results.json."""
+    text = RESULTS_DOC.read_text(encoding="utf-8")
+    start, end = generated_block(text)
+    write_text(RESULTS_DOC, f"{text[:start]}\n{tables(results)}\n{text[end:]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
@@ -454,9 +478,9 @@ def main(argv: list[str] | None = None) -> None:
             run_grid(workspace(args.workdir), runs, args.jobs, record)
         except GridError as error:
             sys.exit(f"error: {error}")
-    print(table(results))
-    print()
-    print(fold_table(results))
+    print(tables(results))
+    if args.results == RESULTS:
+        write_results_doc(results)
 
 
 if __name__ == "__main__":
