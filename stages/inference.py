@@ -25,14 +25,23 @@ def move(waveform: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def batched_logits(model: nn.Module, waveforms: torch.Tensor, batch_size: int, amp: bool = False) -> torch.Tensor:
-    """Logits for every waveform, in eval mode, as float32 on the waveforms' device."""
+def batched_logits(
+    model: nn.Module, waveforms: torch.Tensor, batch_size: int, amp: bool = False, shift: int = 0
+) -> torch.Tensor:
+    """Logits for every waveform, in eval mode, as float32 on the waveforms' device; with ``shift``, of each
+    waveform moved that many samples (``move``). A batch at a time is indexed and moved, so memory holds one batch,
+    never a copy of every clip (the waveforms may be a memory-mapped split).
+    """
     model.eval()
     device = waveforms.device
+    logits = []
     with autocast(device, amp):
-        return torch.cat(
-            [model(waveforms[index]).float() for index in batches(len(waveforms), batch_size, None, device)]
-        )
+        for index in batches(len(waveforms), batch_size, None, device):
+            batch = waveforms[index]
+            if shift:
+                batch = move(batch, torch.full((len(batch),), shift, device=device))
+            logits.append(model(batch).float())
+    return torch.cat(logits)
 
 
 @torch.no_grad()
@@ -43,7 +52,9 @@ def shifted_probabilities(
     times ``step`` samples. Their mean is test-time augmentation, so a prediction depends less on where the word sits
     in the window; the centre copy (index ``shifts``) is the plain pass.
     """
-    offsets = [torch.full((len(waveforms),), k * step, device=waveforms.device) for k in range(-shifts, shifts + 1)]
     return torch.stack(
-        [batched_logits(model, move(waveforms, offset), batch_size).softmax(dim=-1) for offset in offsets]
+        [
+            batched_logits(model, waveforms, batch_size, shift=k * step).softmax(dim=-1)
+            for k in range(-shifts, shifts + 1)
+        ]
     )

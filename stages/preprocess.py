@@ -1,13 +1,17 @@
-"""Stage `preprocess`: decode every raw clip once into one cached tensor file per split.
+"""Stage `preprocess`: decode every raw clip once into cached, fixed-length (padded) waveforms per split.
 
-Each split file holds ``waveforms`` float32 ``[N, 1, samples]``, ``labels`` int64 ``[N]``, ``speakers`` and
-``paths``, plus the ``label_names`` (zero to nine) and the ``sample_rate``. Bad files are skipped and counted in
-``report.json``. Clips under ``data/raw/synthetic_train`` all go to the training split, after the split rule has
-shared out the source's own clips, so they never change which speaker a LOSO fold tests.
+Each split is ``<split>.npy``, its waveforms float32 ``[N, 1, samples]``, and ``<split>.pt``: ``labels`` int64
+``[N]``, ``speakers`` and ``paths``, plus the ``label_names`` (zero to nine) and the ``sample_rate``
+(``datasets.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver them,
+so memory does not grow with the dataset: a split never sits whole in memory, and a skipped file simply writes no
+row. Bad files are skipped and counted in ``report.json``. Clips under ``data/raw/synthetic_train`` all go to the
+training split, after the split rule has shared out the source's own clips, so they never change which speaker a
+LOSO fold tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,8 +30,10 @@ from stages.datasets import (
     assign_splits,
     clip_paths,
     read_list,
-    save_split,
+    save_metadata,
     speaker_of,
+    waveform_file,
+    waveform_path,
 )
 from stages.fileio import atomic_dir, write_json
 
@@ -65,32 +71,33 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
     synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in clip_paths(RAW / SYNTHETIC_TRAIN)]
     splits["train"] += synthetic
     clips += synthetic
-    waveforms = {split: torch.zeros(len(paths), 1, samples) for split, paths in splits.items()}
-    position = {path: (split, index) for split, paths in splits.items() for index, path in enumerate(paths)}
-    kept = {split: torch.zeros(len(paths), dtype=torch.bool) for split, paths in splits.items()}
+    split_of = {path: split for split, paths in splits.items() for path in paths}
+    kept: dict[str, list[str]] = {split: [] for split in splits}
     skipped = []
     results = prepare_many([RAW / path for path in clips], config["sample_rate"], config["clip_seconds"])
     progress = tqdm(results, total=len(clips), desc="preprocess", unit="clip")
-    for relpath, (waveform, reason) in zip(clips, progress, strict=True):
-        split, index = position[relpath]
-        if waveform is None:
-            print(f"warning: skipped {relpath}: {reason}", file=sys.stderr)
-            skipped.append({"path": relpath, "reason": reason})
-            continue
-        waveforms[split][index] = waveform
-        kept[split][index] = True
+    with contextlib.ExitStack() as files:
+        rows = {
+            split: files.enter_context(waveform_file(waveform_path(out / f"{split}.pt"), samples)) for split in splits
+        }
+        # Each split's clips come in the order of its list (assign_splits keeps the order of `clips`), so appending
+        # as they come gives the rows that order, skipped files left out.
+        for relpath, (waveform, reason) in zip(clips, progress, strict=True):
+            if waveform is None:
+                print(f"warning: skipped {relpath}: {reason}", file=sys.stderr)
+                skipped.append({"path": relpath, "reason": reason})
+                continue
+            rows[split_of[relpath]].append(waveform)
+            kept[split_of[relpath]].append(relpath)
 
     counts = {}
-    for split, paths in splits.items():
-        keep = kept[split]
-        names = [path for path, ok in zip(paths, keep.tolist(), strict=True) if ok]
+    for split, names in kept.items():
         if not names:
             raise UserError(f"the {split} split is empty after preprocessing {RAW}; check the data and its split lists")
         labels = torch.tensor([LABEL_NAMES.index(path.split("/")[-2]) for path in names])
-        save_split(
+        save_metadata(
             out / f"{split}.pt",
             {
-                "waveforms": waveforms[split] if keep.all() else waveforms[split][keep],
                 "labels": labels,
                 "speakers": [speaker_of(path) for path in names],
                 "paths": names,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.datasets import DIGITS, SPLITS, read_list, speaker_disjoint, speaker_of
+from stages.datasets import DIGITS, SPLITS, load_split, read_list, speaker_disjoint, speaker_of
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
 
@@ -103,7 +103,7 @@ def test_synthetic_training_clips_join_only_the_training_split_of_a_recorded_sou
 
     result = stage("preprocess", tmp_path)
     assert "not a digit label" not in result.stderr
-    splits = {name: torch.load(tmp_path / f"data/processed/{name}.pt", weights_only=True) for name in SPLITS}
+    splits = {name: load_split(tmp_path / f"data/processed/{name}.pt") for name in SPLITS}
     assert set(splits["test"]["speakers"]) == {"jackson"}, "the fold still counts the recorded speakers only"
     in_train = [path for path in splits["train"]["paths"] if path.startswith("synthetic_train/")]
     assert sorted(in_train) == synthetic
@@ -193,10 +193,7 @@ def test_preprocess_writes_fixed_length_splits_and_reports_bad_input(tmp_path):
 
     result = stage("preprocess", tmp_path)
 
-    splits = {
-        split: torch.load(tmp_path / f"data/processed/{split}.pt", weights_only=True)
-        for split in ("train", "validation", "test")
-    }
+    splits = {split: load_split(tmp_path / f"data/processed/{split}.pt") for split in ("train", "validation", "test")}
     assert {split: len(data["paths"]) for split, data in splits.items()} == {"train": 40, "validation": 20, "test": 20}
     for data in splits.values():
         assert data["waveforms"].shape == (len(data["paths"]), 1, 8000) and data["waveforms"].dtype == torch.float32

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from stages.cli import UserError
-from stages.datasets import DIGITS, assign_splits, speaker_of
+from stages.datasets import DIGITS, assign_splits, load_split, speaker_of
 from tests.helpers import stage, tone, write_params, write_wav
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
@@ -69,7 +68,7 @@ def test_preprocess_applies_the_split_from_params(tmp_path):
     (raw / "testing_list.txt").write_text("".join(f"{n}\n" for n in names if take(n) == 0))
     write_params(tmp_path, data={"split": "loso", "fold": 2})
     stage("preprocess", tmp_path)
-    test = torch.load(tmp_path / "data/processed/test.pt", weights_only=True)
+    test = load_split(tmp_path / "data/processed/test.pt")
     assert set(test["speakers"]) == {"lucas"} and len(test["paths"]) == 30
     report = json.loads((tmp_path / "data/processed/report.json").read_text())
     assert report["split_rule"] == "loso fold 2"

@@ -4,10 +4,14 @@ repositories. The tests and the benchmarks both work through these, so neither i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools import plots_template
@@ -45,6 +49,38 @@ def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) ->
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished stage: exit code, wall seconds, peak RSS in MB and output (stdout and stderr).
+
+    ``main_rss_mb`` is the stage's own process until its module returned, ``workers_rss_mb`` the largest of the worker
+    processes it started (0 if none): see ``tools.peak_rss``.
+    """
+
+    returncode: int
+    seconds: float
+    main_rss_mb: float
+    workers_rss_mb: float
+    output: str
+
+
+def measure(module: str, cwd: Path, *arguments: str) -> Measured:
+    """Run ``python -m module`` in ``cwd`` through ``tools.peak_rss`` and measure its wall time and peak memory.
+
+    The output goes to a file, not a pipe, so a chatty stage cannot block on a full pipe while nothing reads it.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        report, log = Path(folder, "peaks.json"), Path(folder, "output.log")
+        command = [sys.executable, "-m", "tools.peak_rss", str(report), module, *arguments]
+        with open(log, "wb") as output:
+            start = time.perf_counter()
+            result = subprocess.run(command, cwd=cwd, env=environment(), stdout=output, stderr=subprocess.STDOUT)
+            seconds = time.perf_counter() - start
+        peaks = json.loads(report.read_text())
+        text = log.read_text(errors="replace")
+    return Measured(result.returncode, seconds, peaks["main_mb"], peaks["workers_mb"], text)
 
 
 def dvc(root: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -36,6 +36,11 @@ def test_repro_writes_every_declared_output(project):
     for path in (
         "data/raw/validation_list.txt",
         "data/processed/train.pt",
+        "data/processed/train.npy",
+        "data/processed/validation.pt",
+        "data/processed/validation.npy",
+        "data/processed/test.pt",
+        "data/processed/test.npy",
         "data/embedded/train.pt",
         "models/model.pt",
         "metrics/transfer.json",

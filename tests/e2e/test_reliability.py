@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.audio import BadAudio, prepare
-from stages.datasets import DIGITS
+from stages.datasets import DIGITS, load_split
 from stages.models import load_checkpoint
 from tests.helpers import (
     REPO,
@@ -131,7 +131,7 @@ def test_audio_corpus_through_preprocess_is_kept_or_skipped_with_its_reason(tmp_
             assert case_path(kind) not in skipped, (kind, skipped.get(case_path(kind)))
         else:
             assert skipped[case_path(kind)].startswith(reason), (kind, skipped.get(case_path(kind)))
-    train = torch.load(tmp_path / "data/processed/train.pt", weights_only=True)
+    train = load_split(tmp_path / "data/processed/train.pt")
     kept = [case_path(kind) for kind, reason in CASES.items() if reason is None]
     assert set(kept) <= set(train["paths"])
     assert torch.isfinite(train["waveforms"]).all() and train["waveforms"].shape[1:] == (1, 16000)
