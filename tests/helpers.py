@@ -16,6 +16,17 @@ from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environ
 # Parameter counts of each model at its default settings, pinned here once; M5's is the notebook's.
 PARAMETERS = {"m5": 25_290, "dscnn": 23_050, "bcresnet": 17_056, "embedding": 93_386}
 
+# The default pipeline (the embedding model on espeak-ng and Piper clips), scaled down.
+TINY = {
+    "data": {"synthetic_clips": 200, "piper_clips": 24, "kokoro_clips": 4},
+    "embed": {"copies": 1},
+    "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
+    "evaluate": {"device": "cpu"},
+    "transfer": {"sets": {}, "device": "cpu"},
+    # a 1-epoch model scored on a few dozen clips: one changed prediction is points of accuracy
+    "export": {"latency_clips": 10, "max_int8_drop": 100.0},
+}
+
 # Re-exported: the tests reach the project through tests.helpers, the benchmarks through tools.project.
 __all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run"]
 

@@ -10,8 +10,7 @@ import io
 import pytest
 
 from benchmarks import run as bench
-from tests.helpers import commit, copy_project, write_params
-from tests.test_pipeline import TINY
+from tests.helpers import TINY, commit, copy_project, write_params
 
 # TINY on M5 without Piper or Kokoro clips: nothing to embed and the least to synthesise, so each run is short.
 QUEUE_TINY = {

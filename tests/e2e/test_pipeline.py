@@ -6,18 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import PARAMETERS, commit, copy_project, dvc, run, write_params
-
-# The default pipeline (the embedding model on espeak-ng and Piper clips), scaled down.
-TINY = {
-    "data": {"synthetic_clips": 200, "piper_clips": 24, "kokoro_clips": 4},
-    "embed": {"copies": 1},
-    "train": {"epochs": 1, "warmup_epochs": 0.5, "batch_size": 32, "device": "cpu"},
-    "evaluate": {"device": "cpu"},
-    "transfer": {"sets": {}, "device": "cpu"},
-    # a 1-epoch model scored on a few dozen clips: one changed prediction is points of accuracy
-    "export": {"latency_clips": 10, "max_int8_drop": 100.0},
-}
+from tests.helpers import PARAMETERS, TINY, commit, copy_project, dvc, run, write_params
 
 
 @pytest.fixture(scope="module")
