@@ -118,7 +118,9 @@ def join(world: World, device: torch.device) -> torch.device:
 
 
 def leave(world: World) -> None:
+    """Leave the process group once every rank has finished training."""
     if world.size > 1:
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -385,6 +385,7 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
         save(epoch + 1, start)
         if loop.stop.received and epoch < config["epochs"]:
             stopped_by_sigterm(world, epoch + 1, 0)
+    del loop, forward  # DDP's reducer goes before its process group: freed after it, it waited forever
     leave(world)
     if world.main:
         write_outputs(model, config, config_of_model, label_names, train_data, history, epoch_seconds, best, device)
