@@ -40,6 +40,9 @@ def write_params(root: Path, clips: int, epochs: int) -> None:
     config["data"].update(synthetic_clips=clips, piper_clips=0, kokoro_clips=0)
     config["train"]["epochs"] = epochs
     config["transfer"]["sets"] = {}
+    # time and memory are measured here, not int8 accuracy: export's guard must not stop the run (at 100k clips a
+    # 1-epoch M5 lost 1.7 points to int8)
+    config["export"]["max_int8_drop"] = 100.0
     (root / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
