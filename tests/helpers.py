@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,25 @@ __all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc"
 def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m stages.<name>`` in ``cwd``, the way ``dvc repro`` does."""
     return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check=check)
+
+
+@contextlib.contextmanager
+def training_until(root: Path, text: str, timeout: float = 300) -> Iterator[subprocess.Popen]:
+    """Start the train stage in ``root`` (its output in ``train.log``) and yield it once ``text`` is in its log (or it
+    has ended); it is killed on the way out, so no test leaves a long run behind.
+    """
+    log = root / "train.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stages.train"], cwd=root, env=environment(), stdout=handle, stderr=handle
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while text not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            yield process
+        finally:
+            process.kill()
 
 
 def write_params(root: Path, notebook: bool = False, **sections: dict) -> None:

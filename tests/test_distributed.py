@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from stages.distributed import World, shard
-from tests.helpers import PARAMETERS, commit, copy_project, dvc, environment, stage, write_params, write_processed
+from tests.helpers import PARAMETERS, commit, copy_project, dvc, stage, training_until, write_params, write_processed
 
 DDP = {"epochs": 2, "batch_size": 16, "device": "cpu", "processes": 2}
 
@@ -89,22 +86,12 @@ def rank_pid(root: Path, rank: int) -> int | None:
 def test_a_rank_dying_mid_epoch_stops_the_others_in_one_line_and_writes_no_model(tmp_path):
     write_processed(tmp_path, clips_per_label=30)
     write_params(tmp_path, notebook=True, train={**DDP, "epochs": 1000})
-    log = tmp_path / "train.log"
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stages.train"], cwd=tmp_path, env=environment(), stdout=handle, stderr=handle
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while "epoch   1:" not in log.read_text() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            pid = rank_pid(tmp_path, 1)
-            assert pid is not None, log.read_text()
-            os.kill(pid, signal.SIGKILL)
-            code = process.wait(timeout=120)
-        finally:
-            process.kill()
-    output = log.read_text()
+    with training_until(tmp_path, "epoch   1:") as process:
+        pid = rank_pid(tmp_path, 1)
+        assert pid is not None, (tmp_path / "train.log").read_text()
+        os.kill(pid, signal.SIGKILL)
+        code = process.wait(timeout=120)
+    output = (tmp_path / "train.log").read_text()
     assert code == 1 and "Traceback" not in output, output
     assert "error: training process rank 1 failed first (signal SIGKILL)" in output
     assert not (tmp_path / "models").exists() and not (tmp_path / "metrics").exists()

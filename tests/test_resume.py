@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import environment, stage, write_params, write_processed
+from tests.helpers import stage, training_until, write_params, write_processed
 
 STATE = Path("checkpoints/train_state.pt")
 # M5 with on-device augmentation and a one-cycle schedule: the run draws from the shuffle, augmentation and global
@@ -53,19 +50,9 @@ def assert_same_run(first: Path, second: Path) -> None:
 
 def stop_while_training(root: Path, when: str, how: signal.Signals) -> int:
     """Start the train stage, send ``how`` once ``when`` appears in its log, and return its exit code."""
-    log = root / "train.log"
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stages.train"], cwd=root, env=environment(), stdout=handle, stderr=handle
-        )
-        try:
-            deadline = time.monotonic() + 300
-            while when not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.02)
-            process.send_signal(how)
-            return process.wait(timeout=60)
-        finally:
-            process.kill()
+    with training_until(root, when) as process:
+        process.send_signal(how)
+        return process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
