@@ -21,9 +21,9 @@ import soundfile
 import torch
 
 from stages.audio import prepare
-from stages.datasets import DIGITS
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
+from stages.sources import DIGITS
 from tools.project import FSDD_ARCHIVE
 
 NOISE_DB = 30.0

@@ -18,6 +18,7 @@ and DVC's temporary workspaces keep no logs/), and each such result says ``"jobs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -350,11 +351,11 @@ def model_facts(row: str) -> dict:
     """Parameters and multiply-accumulates per 1 s clip at the row's sample rate (the embedding row: its head only;
     the frozen embedding's own cost is not counted).
     """
-    section = params.validate({}, "model")
-    rate = params.validate({}, "preprocess")["sample_rate"]
+    section = params.ModelParams()
+    rate = params.PreprocessParams().sample_rate
     for item in ROWS[row]:
         if item.startswith("model.name="):
-            section["name"] = item.split("=")[1]
+            section = dataclasses.replace(section, name=item.split("=")[1])
         if item.startswith("preprocess.sample_rate="):
             rate = int(item.split("=")[1])
     model = build_model(model_config(section, rate), 10).eval()

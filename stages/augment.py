@@ -9,11 +9,11 @@ batches, so evaluation and prediction never see them; they use only ``move``, wi
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from stages.inference import move
+from stages.params import AugmentParams
 
 
 def uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -108,23 +108,23 @@ class Augment:
     (SpecAugment) between the front end and the body. All draw from one generator seeded by ``train.seed``.
     """
 
-    def __init__(self, config: dict[str, Any], sample_rate: int, seed: int, device: torch.device) -> None:
+    def __init__(self, config: AugmentParams, sample_rate: int, seed: int, device: torch.device) -> None:
         self.config = config
-        self.max_shift = round(config["shift_ms"] * sample_rate / 1000)
+        self.max_shift = round(config.shift_ms * sample_rate / 1000)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def waveforms(self, waveform: torch.Tensor) -> torch.Tensor:
         config = self.config
-        if config["speed"]:
-            waveform = speed(waveform, config["speed"], self.generator)
-        waveform = shift(waveform, self.max_shift, config["place"], self.generator)
-        waveform = gain(waveform, config["gain_db"], self.generator)
-        return add_noise(waveform, config["noise_prob"], (config["snr_db_min"], config["snr_db_max"]), self.generator)
+        if config.speed:
+            waveform = speed(waveform, config.speed, self.generator)
+        waveform = shift(waveform, self.max_shift, config.place, self.generator)
+        waveform = gain(waveform, config.gain_db, self.generator)
+        return add_noise(waveform, config.noise_prob, (config.snr_db_min, config.snr_db_max), self.generator)
 
     def log_mel(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return equalise(log_mel, self.config["eq_db"], self.generator) if self.config["eq_db"] else log_mel
+        return equalise(log_mel, self.config.eq_db, self.generator) if self.config.eq_db else log_mel
 
     def spectrograms(self, features: torch.Tensor) -> torch.Tensor:
         config = self.config
-        features = mask_along(features, -2, config["freq_masks"], config["freq_mask_share"], self.generator)
-        return mask_along(features, -1, config["time_masks"], config["time_mask_share"], self.generator)
+        features = mask_along(features, -2, config.freq_masks, config.freq_mask_share, self.generator)
+        return mask_along(features, -1, config.time_masks, config.time_mask_share, self.generator)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from stages import params
 from stages.cli import UserError, run
-from stages.datasets import SYNTHETIC_TRAIN, clip_paths, obtain, read_list, write_speaker_disjoint_lists
 from stages.fileio import atomic_dir
-
-RAW = Path("data/raw")
+from stages.params import DataParams
+from stages.paths import RAW
+from stages.sources import SYNTHETIC_TRAIN, clip_paths, obtain, read_list, write_speaker_disjoint_lists
 
 
 def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int, kokoro_clips: int) -> None:
@@ -24,29 +24,29 @@ def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int, kokoro_clip
     generate(out, n_clips, seed, piper_clips, kokoro_clips)
 
 
-def download(config: dict, out: Path) -> None:
+def download(config: DataParams, out: Path) -> None:
     """Fill the empty folder ``out`` with the configured dataset, and the extra synthetic training clips if any."""
-    if config["source"] == "synthetic":
-        if config["url"]:
+    if config.source == "synthetic":
+        if config.url:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
-        synthesise(out, config["synthetic_clips"], config["seed"], config["piper_clips"], config["kokoro_clips"])
+        synthesise(out, config.synthetic_clips, config.seed, config.piper_clips, config.kokoro_clips)
         write_speaker_disjoint_lists(out)
         return
-    obtain(config["source"], config["url"], config["sha256"], out)
-    extra_clips = [config[f"{engine}_train_clips"] for engine in ("synthetic", "piper", "kokoro")]
+    obtain(config.source, config.url, config.sha256, out)
+    extra_clips = [config.synthetic_train_clips, config.piper_train_clips, config.kokoro_train_clips]
     if any(extra_clips):
-        synthesise(out / SYNTHETIC_TRAIN, extra_clips[0], config["seed"], *extra_clips[1:])
+        synthesise(out / SYNTHETIC_TRAIN, extra_clips[0], config.seed, *extra_clips[1:])
 
 
 def main() -> None:
-    config = params.load("data")
+    config = params.load(DataParams)
     with atomic_dir(RAW) as out:
         download(config, out)
     paths = clip_paths(RAW)
     held_out = {split: len(read_list(RAW, split)) for split in ("validation", "test")}
     extra = len(clip_paths(RAW / SYNTHETIC_TRAIN))
     print(
-        f"{RAW}: {len(paths)} clips from '{config['source']}' "
+        f"{RAW}: {len(paths)} clips from '{config.source}' "
         f"({held_out['validation']} validation, {held_out['test']} test)"
         f"{f', plus {extra} synthetic training clips' if extra else ''}",
         file=sys.stderr,

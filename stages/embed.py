@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,11 +23,12 @@ from tqdm import tqdm
 from stages import embedding, params
 from stages.audio import locate
 from stages.cli import UserError, run
-from stages.datasets import SPLITS, load_split
 from stages.fileio import atomic_dir, write_json, write_torch
+from stages.params import EmbedParams, ModelParams
+from stages.paths import EMBEDDED, PROCESSED, split_file
+from stages.processed import load_split
+from stages.splits import SPLIT_NAMES
 
-PROCESSED = Path("data/processed")
-EMBEDDED = Path("data/embedded")
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
 SPEECH_PEAK_DBFS = (-30.0, -1.0)
 
@@ -54,50 +54,52 @@ def convolve(waveform: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(waveform, size) * torch.fft.rfft(response, size), size)
 
 
-def channel_copy(waveform: torch.Tensor, sample_rate: int, config: dict, rng: np.random.Generator) -> torch.Tensor:
+def channel_copy(
+    waveform: torch.Tensor, sample_rate: int, config: EmbedParams, rng: np.random.Generator
+) -> torch.Tensor:
     """One augmented copy of a ``[1, samples]`` clip: warp, room, re-centred window, noise, level."""
     samples = waveform.shape[-1]
-    if config["speed"] > 0:
-        warp = rng.uniform(1 - config["speed"], 1 + config["speed"])
+    if config.speed > 0:
+        warp = rng.uniform(1 - config.speed, 1 + config.speed)
         source_rate = round(sample_rate * warp / RATE_STEP) * RATE_STEP
         waveform = warp_resampler(source_rate, sample_rate)(waveform)
-    if rng.random() < config["reverb_prob"]:
-        waveform = convolve(waveform, room_response(rng, sample_rate, config["rt60_max"]))
+    if rng.random() < config.reverb_prob:
+        waveform = convolve(waveform, room_response(rng, sample_rate, config.rt60_max))
     waveform = locate(waveform, samples, sample_rate)
-    if rng.random() < config["noise_prob"]:
+    if rng.random() < config.noise_prob:
         noise = torch.from_numpy(rng.standard_normal(samples)).float()
         if rng.random() < 0.5:  # brown noise (hum, traffic, wind) instead of white (hiss)
             noise = noise.cumsum(0)
             noise = noise - noise.mean()
-        snr_db = rng.uniform(config["snr_db_min"], config["snr_db_max"])
+        snr_db = rng.uniform(config.snr_db_min, config.snr_db_max)
         noise *= waveform.square().mean().sqrt() / (noise.square().mean().sqrt() * 10 ** (snr_db / 20) + 1e-12)
         waveform = waveform + noise
     peak = 10 ** (rng.uniform(*SPEECH_PEAK_DBFS) / 20)
     return waveform * peak / waveform.abs().max().clamp_min(1e-8)
 
 
-def copies(waveforms: torch.Tensor, sample_rate: int, config: dict) -> torch.Tensor:
-    """``config['copies']`` augmented copies of every clip, copy-major: ``[copies * clips, 1, samples]``."""
-    out = torch.empty(config["copies"] * len(waveforms), *waveforms.shape[1:])
-    jobs = [(copy, index) for copy in range(config["copies"]) for index in range(len(waveforms))]
+def copies(waveforms: torch.Tensor, sample_rate: int, config: EmbedParams) -> torch.Tensor:
+    """``config.copies`` augmented copies of every clip, copy-major: ``[copies * clips, 1, samples]``."""
+    out = torch.empty(config.copies * len(waveforms), *waveforms.shape[1:])
+    jobs = [(copy, index) for copy in range(config.copies) for index in range(len(waveforms))]
     for position, (copy, index) in enumerate(tqdm(jobs, desc="augmented copies", unit="clip", leave=False)):
-        rng = np.random.default_rng(np.random.SeedSequence(config["seed"], spawn_key=(index, copy)))
+        rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(index, copy)))
         out[position] = channel_copy(waveforms[index], sample_rate, config, rng)
     return out
 
 
-def embed_split(split: str, config: dict) -> dict:
+def embed_split(split: str, config: EmbedParams) -> dict:
     """One split's embeddings (training clips with their augmented copies after them) and labels."""
-    data = load_split(PROCESSED / f"{split}.pt")
+    data = load_split(split_file(split))
     waveforms, labels = data["waveforms"], data["labels"]
     if data["sample_rate"] != embedding.SAMPLE_RATE:
         raise UserError(
             f"model 'embedding' needs 16 kHz clips, but {PROCESSED} holds {data['sample_rate']} Hz: "
             f"set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
         )
-    if split == "train" and config["copies"]:
+    if split == "train" and config.copies:
         waveforms = torch.cat([waveforms, copies(waveforms, data["sample_rate"], config)])
-        labels = labels.repeat(config["copies"] + 1)
+        labels = labels.repeat(config.copies + 1)
     vectors = embedding.embed(waveforms, progress=f"embedding {split}")
     return {
         "embeddings": vectors,
@@ -110,22 +112,22 @@ def embed_split(split: str, config: dict) -> dict:
 
 
 def main() -> None:
-    config = params.load("embed")
-    model = params.load("model")["name"]
+    config = params.load(EmbedParams)
+    model = params.load(ModelParams).name
     with atomic_dir(EMBEDDED) as out:
         if model != "embedding":
             write_json(out / "info.json", {"model": model, "embedded": False})
             print(f"{EMBEDDED}: nothing to embed for model '{model}', which takes waveforms", file=sys.stderr)
             return
         counts = {}
-        for split in SPLITS:
+        for split in SPLIT_NAMES:
             result = embed_split(split, config)
-            write_torch(out / f"{split}.pt", result)
+            write_torch(split_file(split, out), result)
             counts[split] = {"clips": result["clips"], "embedded": len(result["labels"])}
         windows = result["embeddings"].shape[1]
         write_json(out / "info.json", {"model": model, "embedded": True, "windows_per_clip": windows, "splits": counts})
     summary = ", ".join(f"{split} {count['embedded']}" for split, count in counts.items())
-    print(f"{EMBEDDED}: {summary} embedded clips ({config['copies']} copies of each training clip)", file=sys.stderr)
+    print(f"{EMBEDDED}: {summary} embedded clips ({config.copies} copies of each training clip)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from stages import params
 from stages.cli import run
-from stages.datasets import load_split
 from stages.fileio import write_json, write_text
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
+from stages.params import EvaluateParams
+from stages.paths import CONFUSION, EVAL_METRICS, MODEL, split_file
+from stages.processed import load_split
 from stages.runtime import select_device
-
-MODEL = Path("models/model.pt")
-TEST = Path("data/processed/test.pt")
-METRICS = Path("metrics/eval.json")
-CONFUSION = Path("plots/confusion.csv")
 
 
 def classification_report(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> dict:
@@ -51,15 +47,15 @@ def confusion_csv(predicted: torch.Tensor, actual: torch.Tensor, label_names: li
 
 
 def main() -> None:
-    config = params.load("evaluate")
-    device = select_device(config["device"])
+    config = params.load(EvaluateParams)
+    device = select_device(config.device)
     model, checkpoint = load_checkpoint(MODEL, device)
-    test = load_split(TEST)
+    test = load_split(split_file("test"))
     label_names = checkpoint["label_names"]
     waveforms, actual = test["waveforms"].to(device), test["labels"]
-    step = shift_step(config["shift_step_ms"], checkpoint["audio"]["sample_rate"])
-    shifts = config["test_time_shifts"]
-    copies = shifted_probabilities(model, waveforms, config["batch_size"], shifts, step).cpu()
+    step = shift_step(config.shift_step_ms, checkpoint["audio"]["sample_rate"])
+    shifts = config.test_time_shifts
+    copies = shifted_probabilities(model, waveforms, config.batch_size, shifts, step).cpu()
     probabilities, one_pass = copies.mean(dim=0), copies[shifts]
     predicted = probabilities.argmax(dim=1)
     report = classification_report(predicted, actual, label_names)
@@ -73,7 +69,7 @@ def main() -> None:
         "correct": int((predicted == actual).sum()),
         "per_class": report["per_class"],
     }
-    write_json(METRICS, metrics)
+    write_json(EVAL_METRICS, metrics)
     write_text(CONFUSION, confusion_csv(predicted, actual, label_names))
     print(
         f"test accuracy {metrics['accuracy']:.4f} on {metrics['clips']} clips, loss {metrics['loss']:.4f}",

@@ -44,18 +44,13 @@ from torch import nn
 
 from stages import embedding, params
 from stages.cli import UserError, run
-from stages.datasets import load_split
 from stages.fileio import atomic_path, write_json
 from stages.models import EmbeddingClassifier, load_checkpoint
+from stages.params import ExportParams
+from stages.paths import EXPORT_LATENCY, EXPORT_METRICS, INT8_MODEL, MODEL, ONNX_MODEL, split_file
 from stages.predict_onnx import EMBEDDINGS, OnnxModel
+from stages.processed import load_split
 
-MODEL = Path("models/model.pt")
-TRAIN = Path("data/processed/train.pt")
-TEST = Path("data/processed/test.pt")
-FLOAT32 = Path("models/model.onnx")
-INT8 = Path("models/model.int8.onnx")
-METRICS = Path("metrics/export.json")
-LATENCY = Path("logs/export_latency.json")  # git-ignored: measured per run, not a result
 OPSET = 18  # the dynamo exporter's own opset (STFT needs 17); converting down to 17 fails on Pad
 BATCH = 64  # clips per onnxruntime call when scoring the test split
 FOLD_LIMIT = 4096  # elements
@@ -293,13 +288,13 @@ def file_size(path: Path) -> int:
 
 
 def main() -> None:
-    config = params.load("export")
-    torch.set_num_threads(config["threads"])
+    config = params.load(ExportParams)
+    torch.set_num_threads(config.threads)
     model, checkpoint = load_checkpoint(MODEL)
     module, input_name = exportable(model)
     label_names, audio = checkpoint["label_names"], checkpoint["audio"]
-    train, test = load_split(TRAIN), load_split(TEST)
-    calibration_clips = train["waveforms"][spread(config["calibration_clips"], len(train["labels"]))]
+    train, test = load_split(split_file("train")), load_split(split_file("test"))
+    calibration_clips = train["waveforms"][spread(config.calibration_clips, len(train["labels"]))]
     waveforms, actual = test["waveforms"], test["labels"].numpy()
 
     def features(clips: torch.Tensor) -> np.ndarray:  # what the ONNX graph takes, computed once per split
@@ -318,22 +313,22 @@ def main() -> None:
         "model": checkpoint["model"]["name"],
     }
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        work = {"float32": Path(folder, FLOAT32.name), "int8": Path(folder, INT8.name)}
+        work = {"float32": Path(folder, ONNX_MODEL.name), "int8": Path(folder, INT8_MODEL.name)}
         to_onnx(module, torch.from_numpy(test_features[:2]), input_name, work["float32"])
         exclude = front_end_nodes(onnx.load(str(work["float32"])))
         quantise(work["float32"], work["int8"], input_name, calibration, exclude)
         onnx_models = {}
         for kind, path in work.items():
             finish(path, metadata)
-            onnx_models[kind] = OnnxModel(path, threads=config["threads"])
+            onnx_models[kind] = OnnxModel(path, threads=config.threads)
             logits = [
                 onnx_models[kind].logits_of(test_features[start : start + BATCH])
                 for start in range(0, len(actual), BATCH)
             ]
             predicted[kind] = np.concatenate(logits).argmax(axis=1)
         accuracy = {kind: float((labels == actual).mean()) for kind, labels in predicted.items()}
-        check_int8(accuracy["float32"], accuracy["int8"], config["max_int8_drop"])
-        latency_clips = waveforms[: config["latency_clips"], 0].numpy()
+        check_int8(accuracy["float32"], accuracy["int8"], config.max_int8_drop)
+        latency_clips = waveforms[: config.latency_clips, 0].numpy()
         with torch.inference_mode():
             calls = {
                 "pytorch": lambda clip: model(torch.from_numpy(clip)[:, None]),
@@ -343,7 +338,7 @@ def main() -> None:
                 calls["feature_step"] = embedding.embed_batch
             latency = median_ms(calls, latency_clips)
         sizes = {kind: file_size(path) for kind, path in work.items()}
-        for kind, target in (("float32", FLOAT32), ("int8", INT8)):
+        for kind, target in (("float32", ONNX_MODEL), ("int8", INT8_MODEL)):
             with atomic_path(target) as tmp:
                 shutil.copyfile(work[kind], tmp)
     metrics = {
@@ -369,19 +364,19 @@ def main() -> None:
     # Latencies differ on every run, so they go to an untracked log, as train's epoch seconds do: a rerun of the
     # pipeline then reproduces a clean `git status`.
     write_json(
-        LATENCY,
+        EXPORT_LATENCY,
         {
             "latency_clips": len(latency_clips),
-            "threads": config["threads"],
+            "threads": config.threads,
             **{kind: {"latency_ms": milliseconds} for kind, milliseconds in latency.items()},
         },
     )
-    write_json(METRICS, metrics)
+    write_json(EXPORT_METRICS, metrics)
     summary = ", ".join(
         f"{kind} {100 * accuracy[kind]:.2f} % ({sizes[kind] / 1024:.0f} kB, {latency[kind]:.2f} ms)" for kind in work
     )
     print(
-        f"{FLOAT32}, {INT8}: test accuracy {summary}; PyTorch {100 * accuracy['pytorch']:.2f} % "
+        f"{ONNX_MODEL}, {INT8_MODEL}: test accuracy {summary}; PyTorch {100 * accuracy['pytorch']:.2f} % "
         f"({latency['pytorch']:.2f} ms per clip)",
         file=sys.stderr,
     )

@@ -19,7 +19,7 @@ from stages import embedding
 from stages.cli import UserError
 from stages.features import MFCC, LogMel
 from stages.fileio import write_torch
-from stages.params import SUB_BANDS
+from stages.params import SUB_BANDS, BcresnetParams, DscnnParams, EmbeddingParams, M5Params, ModelParams
 
 
 class FirstConv(torch.autograd.Function):
@@ -117,7 +117,13 @@ class M5(nn.Module):
     (``train_forward``); evaluation, other devices and autocast use the layers as they are.
     """
 
-    def __init__(self, n_output: int = 10, n_channel: int = 32, stride: int = 16, n_input: int = 1) -> None:
+    def __init__(
+        self,
+        n_output: int = 10,
+        n_channel: int = M5Params.n_channel,
+        stride: int = M5Params.stride,
+        n_input: int = 1,
+    ) -> None:
         super().__init__()
         widths = [n_input, n_channel, n_channel, 2 * n_channel, 2 * n_channel]
         blocks = []
@@ -220,10 +226,10 @@ class DSCNN(SpectrogramModel):
         self,
         sample_rate: int,
         n_output: int = 10,
-        channels: int = 64,
-        blocks: int = 4,
-        n_mfcc: int = 10,
-        dropout: float = 0.1,
+        channels: int = DscnnParams.channels,
+        blocks: int = DscnnParams.blocks,
+        n_mfcc: int = DscnnParams.n_mfcc,
+        dropout: float = DscnnParams.dropout,
         **features: Any,
     ) -> None:
         super().__init__()
@@ -285,7 +291,14 @@ class BCResNet(SpectrogramModel):
     1, 2, 4, 8 per stage; the head reduces 40 mel bands to 1 before pooling over time.
     """
 
-    def __init__(self, sample_rate: int, n_output: int = 10, width: float = 1.5, dropout: float = 0.1, **features):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_output: int = 10,
+        width: float = BcresnetParams.width,
+        dropout: float = BcresnetParams.dropout,
+        **features: Any,
+    ) -> None:
         super().__init__()
         self.frontend = LogMel(sample_rate=sample_rate, **features)
         base = round(8 * width)
@@ -319,7 +332,13 @@ class EmbeddingClassifier(nn.Module):
     the ``embed`` stage through ``classify``; ``forward`` takes waveforms, as every model here does.
     """
 
-    def __init__(self, sample_rate: int, n_output: int = 10, hidden: int = 256, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        n_output: int = 10,
+        hidden: int = EmbeddingParams.hidden,
+        dropout: float = EmbeddingParams.dropout,
+    ) -> None:
         super().__init__()
         if sample_rate != embedding.SAMPLE_RATE:
             raise UserError(
@@ -360,13 +379,14 @@ def takes_embeddings(model: nn.Module) -> bool:
     return isinstance(model, EmbeddingClassifier)
 
 
-def model_config(section: dict[str, Any], sample_rate: int) -> dict[str, Any]:
-    """The flat config ``build_model`` takes, from the validated ``model`` params section.
+def model_config(section: ModelParams, sample_rate: int) -> dict[str, Any]:
+    """The flat config ``build_model`` takes and a checkpoint keeps, from the ``model`` params section.
 
-    Only the chosen model's own settings are kept, plus the sample rate when its front end needs one.
+    Only the chosen model's own settings are kept, plus the sample rate when its front end needs one. It stays a
+    plain mapping: a checkpoint must load without this version's params classes.
     """
-    name = section["name"]
-    config = {"name": name, **section[name]}
+    name = section.name
+    config = {"name": name, **section.chosen.as_dict()}
     if "sample_rate" in inspect.signature(MODELS[name]).parameters:
         config["sample_rate"] = sample_rate
     return config

@@ -13,15 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from stages.cli import run
-from stages.datasets import load_split
 from stages.fileio import atomic_path
 from stages.models import load_checkpoint
-
-HISTORY = Path("plots/train_history.csv")
-CONFUSION = Path("plots/confusion.csv")
-MODEL = Path("models/model.pt")
-TEST = Path("data/processed/test.pt")
-IMAGES = Path("plots/images")
+from stages.paths import CONFUSION, HISTORY, MODEL, image, split_file
+from stages.processed import load_split
 
 
 def save(figure: plt.Figure, path: Path) -> None:
@@ -163,10 +158,10 @@ def examples(test: dict) -> plt.Figure:
 def main() -> None:
     model, checkpoint = load_checkpoint(MODEL)
     label_names = checkpoint["label_names"]
-    save(learning_curves(read_csv(HISTORY)), IMAGES / "learning_curves.png")
-    save(confusion_matrix(read_csv(CONFUSION), label_names), IMAGES / "confusion_matrix.png")
-    save(kernels(model.first_layer.weight.detach().numpy(), checkpoint["audio"]["sample_rate"]), IMAGES / "kernels.png")
-    save(examples(load_split(TEST)), IMAGES / "waveforms.png")
+    save(learning_curves(read_csv(HISTORY)), image("learning_curves"))
+    save(confusion_matrix(read_csv(CONFUSION), label_names), image("confusion_matrix"))
+    save(kernels(model.first_layer.weight.detach().numpy(), checkpoint["audio"]["sample_rate"]), image("kernels"))
+    save(examples(load_split(split_file("test"))), image("waveforms"))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from stages.audio import prepare
 from stages.cli import run
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-
-MODEL = Path("models/model.pt")
+from stages.paths import MODEL
 
 
 def predict(

@@ -21,8 +21,8 @@ import onnxruntime
 from stages import embedding, predictions
 from stages.cli import UserError, run
 from stages.clips import prepare, shift_step, shifted_copies
+from stages.paths import ONNX_MODEL
 
-MODEL = Path("models/model.onnx")
 # written by the export stage: JSON list of label names, sample rate, clip samples, and the input the graph takes
 METADATA = ("label_names", "sample_rate", "samples", "input")
 EMBEDDINGS = "embeddings"  # the input name of an embedding head; waveform models take "waveform"
@@ -83,7 +83,7 @@ def rank(model: OnnxModel, clip: np.ndarray, shifts: int, step: int, top: int = 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.predict_onnx", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="audio files (WAV, FLAC, OGG)")
-    parser.add_argument("--model", type=Path, default=MODEL, help=f"exported model (default: {MODEL})")
+    parser.add_argument("--model", type=Path, default=ONNX_MODEL, help=f"exported model (default: {ONNX_MODEL})")
     predictions.add_options(parser)
     args = predictions.parse(parser, argv)
     model = OnnxModel(args.model)

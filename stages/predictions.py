@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from stages import params
 from stages.clips import BadAudio, NoSpeech
+from stages.params import EvaluateParams
 
 Clip = TypeVar("Clip")
 Ranking = list[tuple[str, float]]
@@ -25,18 +26,18 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     one, so a prediction matches what was scored.
     """
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
-    scored = params.load("evaluate") if params.PARAMS_FILE.is_file() else params.validate({}, "evaluate")
+    scored = params.load(EvaluateParams) if params.PARAMS_FILE.is_file() else EvaluateParams()
     parser.add_argument(
         "--test-time-shifts",
         type=int,
-        default=scored["test_time_shifts"],
+        default=scored.test_time_shifts,
         metavar="N",
         help="average over 2N+1 shifted copies (default: evaluate.test_time_shifts, %(default)s)",
     )
     parser.add_argument(
         "--shift-step-ms",
         type=float,
-        default=scored["shift_step_ms"],
+        default=scored.shift_step_ms,
         metavar="MS",
         help="the shift between copies (default: evaluate.shift_step_ms, %(default)s)",
     )

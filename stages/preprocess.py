@@ -2,7 +2,7 @@
 
 Each split is ``<split>.npy``, its waveforms float32 ``[N, 1, samples]``, and ``<split>.pt``: ``labels`` int64
 ``[N]``, ``speakers`` and ``paths``, plus the ``label_names`` (zero to nine) and the ``sample_rate``
-(``datasets.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver them,
+(``processed.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver them,
 so memory does not grow with the dataset: a split never sits whole in memory, and a skipped file simply writes no
 row. Bad files are skipped and counted in ``report.json``. Clips under ``data/raw/synthetic_train`` all go to the
 training split, after the split rule has shared out the source's own clips, so they never change which speaker a
@@ -22,23 +22,13 @@ from tqdm import tqdm
 from stages import params
 from stages.audio import prepare_many
 from stages.cli import UserError, run
-from stages.datasets import (
-    AUDIO_SUFFIXES,
-    DIGITS,
-    LIST_FILES,
-    SYNTHETIC_TRAIN,
-    assign_splits,
-    clip_paths,
-    read_list,
-    save_metadata,
-    speaker_of,
-    waveform_file,
-    waveform_path,
-)
 from stages.fileio import atomic_dir, write_json
+from stages.params import DataParams, PreprocessParams
+from stages.paths import PROCESSED, RAW, split_file
+from stages.processed import save_metadata, waveform_file, waveform_path
+from stages.sources import DIGITS, LIST_FILES, SYNTHETIC_TRAIN, clip_paths, read_list, speaker_of, unknown_folders
+from stages.splits import assign_splits
 
-RAW = Path("data/raw")
-PROCESSED = Path("data/processed")
 LABEL_NAMES = list(DIGITS)  # in the order people read digits, zero to nine (index = the digit)
 
 
@@ -46,27 +36,17 @@ def scan(raw: Path) -> tuple[list[str], list[str]]:
     """Relative paths of candidate clips under ``raw``, and the folders skipped as unknown labels."""
     if not raw.is_dir():
         raise UserError(f"{raw} is missing: run `dvc repro download` first")
-    clips, unknown = [], []
-    for folder in sorted(path for path in raw.iterdir() if path.is_dir() and not path.name.startswith(".")):
-        if folder.name == SYNTHETIC_TRAIN:
-            continue
-        if folder.name not in DIGITS:
-            print(f"warning: skipped folder {folder}: '{folder.name}' is not a digit label", file=sys.stderr)
-            unknown.append(folder.name)
-            continue
-        clips.extend(
-            path.relative_to(raw).as_posix()
-            for path in sorted(folder.iterdir())
-            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
-        )
-    return clips, unknown
+    unknown = unknown_folders(raw)
+    for name in unknown:
+        print(f"warning: skipped folder {raw / name}: '{name}' is not a digit label", file=sys.stderr)
+    return clip_paths(raw), unknown
 
 
-def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -> dict:
+def preprocess(config: PreprocessParams, out: Path, rule: str = "official", fold: int = 0) -> dict:
     """Write the three split files into ``out``, shared by ``rule`` (see ``assign_splits``); return the report."""
-    clips, unknown_folders = scan(RAW)
+    clips, skipped_folders = scan(RAW)
     lists = {name: read_list(RAW, name) for name in LIST_FILES}
-    samples = round(config["sample_rate"] * config["clip_seconds"])
+    samples = round(config.sample_rate * config.clip_seconds)
     splits = assign_splits(clips, lists, rule, fold)
     synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in clip_paths(RAW / SYNTHETIC_TRAIN)]
     splits["train"] += synthetic
@@ -74,11 +54,12 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
     split_of = {path: split for split, paths in splits.items() for path in paths}
     kept: dict[str, list[str]] = {split: [] for split in splits}
     skipped = []
-    results = prepare_many([RAW / path for path in clips], config["sample_rate"], config["clip_seconds"])
+    results = prepare_many([RAW / path for path in clips], config.sample_rate, config.clip_seconds)
     progress = tqdm(results, total=len(clips), desc="preprocess", unit="clip")
     with contextlib.ExitStack() as files:
         rows = {
-            split: files.enter_context(waveform_file(waveform_path(out / f"{split}.pt"), samples)) for split in splits
+            split: files.enter_context(waveform_file(waveform_path(split_file(split, out)), samples))
+            for split in splits
         }
         # Each split's clips come in the order of its list (assign_splits keeps the order of `clips`), so appending
         # as they come gives the rows that order, skipped files left out.
@@ -96,13 +77,13 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
             raise UserError(f"the {split} split is empty after preprocessing {RAW}; check the data and its split lists")
         labels = torch.tensor([LABEL_NAMES.index(path.split("/")[-2]) for path in names])
         save_metadata(
-            out / f"{split}.pt",
+            split_file(split, out),
             {
                 "labels": labels,
                 "speakers": [speaker_of(path) for path in names],
                 "paths": names,
                 "label_names": LABEL_NAMES,
-                "sample_rate": config["sample_rate"],
+                "sample_rate": config.sample_rate,
             },
         )
         counts[split] = {"clips": len(names), "speakers": len({speaker_of(path) for path in names})}
@@ -116,16 +97,16 @@ def preprocess(config: dict, out: Path, rule: str = "official", fold: int = 0) -
         "synthetic_train_clips": len(synthetic),
         "skipped_files": len(skipped),
         "skipped_by_reason": dict(Counter(item["reason"].split(" (")[0] for item in skipped)),
-        "skipped_folders": unknown_folders,
+        "skipped_folders": skipped_folders,
         "skipped": skipped,
     }
 
 
 def main() -> None:
-    config = params.load("preprocess")
-    data = params.load("data")
+    config = params.load(PreprocessParams)
+    data = params.load(DataParams)
     with atomic_dir(PROCESSED) as out:
-        report = preprocess(config, out, data["split"], data["fold"])
+        report = preprocess(config, out, data.split, data.fold)
         write_json(out / "report.json", report)
     summary = ", ".join(f"{split} {count['clips']}" for split, count in report["splits"].items())
     print(f"{PROCESSED}: {summary} clips; {report['skipped_files']} files skipped", file=sys.stderr)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from stages.audio import RATE_STEP
 from stages.cli import UserError
-from stages.datasets import DIGITS
+from stages.sources import DIGITS
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second

@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,6 @@ from tqdm import tqdm
 from stages import params
 from stages.augment import Augment
 from stages.cli import UserError, run
-from stages.datasets import load_split
 from stages.distributed import (
     World,
     check_launch,
@@ -53,6 +51,9 @@ from stages.models import (
     save_checkpoint,
     takes_embeddings,
 )
+from stages.params import AugmentParams, ModelParams, TrainParams
+from stages.paths import EMBEDDED, HISTORY, MODEL, PROCESSED, TRAIN_METRICS, TRAIN_STATE, TRAIN_TIMING, split_file
+from stages.processed import load_split
 from stages.resume import (
     Preempted,
     TermSignal,
@@ -65,41 +66,31 @@ from stages.resume import (
 )
 from stages.runtime import autocast, seed_everything, select_device, use_amp, use_compile
 
-PROCESSED = Path("data/processed")
-EMBEDDED = Path("data/embedded")
-MODEL = Path("models/model.pt")
-METRICS = Path("metrics/train.json")
-HISTORY = Path("plots/train_history.csv")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
-# Wall-clock seconds per epoch differ on every run, so they live in an untracked, git-ignored log rather than in a
-# DVC output: `dvc repro` on the same machine then reproduces a clean `git status`.
-TIMING = Path("logs/train_timing.json")
-# A stopped run's state (stages/resume.py): git-ignored, not a DVC output, removed once the outputs are written.
-STATE = Path("checkpoints/train_state.pt")
 
 
 def load_split_inputs(split: str, embedded: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """A split's inputs (waveforms, or embeddings) and labels, in host memory, and the rest of its file."""
-    data = load_split((EMBEDDED if embedded else PROCESSED) / f"{split}.pt")
+    data = load_split(split_file(split, EMBEDDED if embedded else PROCESSED))
     return (data["embeddings"] if embedded else data["waveforms"]), data["labels"], data
 
 
 def lr_schedule(
-    optimizer: torch.optim.Optimizer, config: dict, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, config: TrainParams, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-batch learning-rate schedule ``train.schedule``, or None for the notebook's constant rate."""
-    total = config["epochs"] * steps_per_epoch
-    warmup = round(config["warmup_epochs"] * steps_per_epoch)
-    if config["schedule"] == "onecycle":
+    total = config.epochs * steps_per_epoch
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
         if total < 3:
             raise UserError(
-                f"schedule 'onecycle' needs at least 3 optimizer steps, but {config['epochs']} epoch(s) of "
+                f"schedule 'onecycle' needs at least 3 optimizer steps, but {config.epochs} epoch(s) of "
                 f"{steps_per_epoch} batch(es) make {total}: lower train.batch_size, raise train.epochs, or use 'none'"
             )
         # each of the cycle's two phases must last at least one step, however few batches an epoch has
-        rising = min(max(config["warmup_epochs"] / config["epochs"], 2 / total), 1 - 1 / total)
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=total, pct_start=rising)
-    if config["schedule"] == "cosine":
+        rising = min(max(config.warmup_epochs / config.epochs, 2 / total), 1 - 1 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=rising)
+    if config.schedule == "cosine":
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -149,7 +140,7 @@ class Loop:
     shuffle: torch.Generator
     device: torch.device
     amp: bool
-    config: dict
+    config: TrainParams
     world: World = field(default_factory=World)
     stop: TermSignal | None = None
 
@@ -169,7 +160,7 @@ class EpochStart:
 def epoch_batches(loop: Loop, count: int, on: torch.device) -> list[torch.Tensor]:
     """This rank's index batches of one epoch, on device ``on``: its shard of a fresh shuffled order."""
     order = shard(torch.randperm(count, generator=loop.shuffle), loop.world)
-    return list(order.to(on).split(rank_batch_size(loop.config["batch_size"], loop.world)))
+    return list(order.to(on).split(rank_batch_size(loop.config.batch_size, loop.world)))
 
 
 def train_epoch(
@@ -189,7 +180,7 @@ def train_epoch(
     losses, correct = [], []
     progress = tqdm(
         indices[start.step :],
-        desc=f"epoch {epoch}/{config['epochs']}",
+        desc=f"epoch {epoch}/{config.epochs}",
         unit="batch",
         leave=False,
         disable=not loop.world.main,
@@ -199,7 +190,7 @@ def train_epoch(
         target = labels[index].to(loop.device, non_blocking=True)
         with autocast(loop.device, loop.amp):
             logits = loop.forward(batch)
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=config["label_smoothing"])
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=config.label_smoothing)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loop.optimizer.step()
@@ -217,7 +208,7 @@ def train_epoch(
         bad = next((value for value in values if not math.isfinite(value)), loss_sum)
         raise UserError(
             f"the training loss became {bad} in epoch {epoch}; "
-            f"lower train.lr (now {config['lr']}) and run again. No model was written."
+            f"lower train.lr (now {config.lr}) and run again. No model was written."
         )
     return loss_sum / seen, right / seen
 
@@ -258,15 +249,15 @@ def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def train(config: dict, model_section: dict, augment_config: dict) -> None:
+def train(config: TrainParams, model_section: ModelParams, augment_config: AugmentParams) -> None:
     world = current_world()
-    seed_everything(config["seed"] + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
-    device = select_device(config["device"])
+    seed_everything(config.seed + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
+    device = select_device(config.device)
     if world.size > 1:
         device = join(world, device)
-    amp = use_amp(config["amp"], device)
-    embedded = model_section["name"] == "embedding"
-    if embedded and config["augment"]:
+    amp = use_amp(config.amp, device)
+    embedded = model_section.name == "embedding"
+    if embedded and config.augment:
         raise UserError(
             "params.yaml: train.augment applies to waveform models; the embedding model's training clips are "
             "augmented before embedding (the embed section): set train.augment to false"
@@ -277,35 +268,33 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
     config_of_model = model_config(model_section, train_data["sample_rate"])
     expected = stamp(
         {
-            "train": {key: value for key, value in config.items() if key != "resume"},
+            "train": {key: value for key, value in config.as_dict().items() if key != "resume"},
             "model": config_of_model,
-            "augment": augment_config if config["augment"] else None,
+            "augment": augment_config.as_dict() if config.augment else None,
             "processes": world.size,
         },
         digest(train_x, train_y, val_x, val_y),
     )
-    saved = load_state(STATE, expected) if config["resume"] else None
+    saved = load_state(TRAIN_STATE, expected) if config.resume else None
     train_x = on_device(train_x, device)
     train_y = train_y.to(train_x.device)  # labels stay beside their inputs, where the batch indices are
     val_x, val_y = val_x.to(device), val_y.to(device)
 
     model = build_model(config_of_model, len(label_names)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = (len(train_y) - len(train_y) % world.size) // world.size
-    steps_per_epoch = math.ceil(per_rank / rank_batch_size(config["batch_size"], world))
+    steps_per_epoch = math.ceil(per_rank / rank_batch_size(config.batch_size, world))
     scheduler = lr_schedule(optimizer, config, steps_per_epoch)
     augment = (
-        Augment(augment_config, train_data["sample_rate"], config["seed"] + world.rank, device)
-        if config["augment"]
-        else None
+        Augment(augment_config, train_data["sample_rate"], config.seed + world.rank, device) if config.augment else None
     )
-    compiled = use_compile(config["compile"], device, config["epochs"] * steps_per_epoch)
+    compiled = use_compile(config.compile, device, config.epochs * steps_per_epoch)
     if compiled:
         model.compile()  # in place: the state_dict keeps its keys, so checkpoints stay as they were
     forward = TrainingForward(model, augment)
     if world.size > 1:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
-    shuffle = torch.Generator().manual_seed(config["seed"])  # the same order on every rank, each takes its shard
+    shuffle = torch.Generator().manual_seed(config.seed)  # the same order on every rank, each takes its shard
     loop = Loop(forward, optimizer, scheduler, shuffle, device, amp, config, world, TermSignal())
     say(
         world,
@@ -333,13 +322,13 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
         history, epoch_seconds, best = saved["history"], saved["epoch_seconds"], saved["best"]
         start = EpochStart(saved["shuffle"], saved["step"], saved["losses"], saved["correct"])
         first_epoch = saved["epoch"]
-        say(world, f"resuming from {STATE}: epoch {first_epoch}, after batch {saved['step']}")
+        say(world, f"resuming from {TRAIN_STATE}: epoch {first_epoch}, after batch {saved['step']}")
 
     def save(epoch: int, at: EpochStart) -> None:
         """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches)."""
         if world.main:
             save_state(
-                STATE,
+                TRAIN_STATE,
                 {
                     "stamp": expected,
                     "epoch": epoch,
@@ -358,7 +347,7 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
                 },
             )
 
-    for epoch in range(first_epoch, config["epochs"] + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         began = time.perf_counter()
         try:
             with lost_ranks(world):
@@ -368,7 +357,7 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
             stopped_by_sigterm(world, epoch, stopped.step)
         start = EpochStart(loop.shuffle.get_state())
         if world.main:
-            val_loss, val_acc = score_validation(model, val_x, val_y, config["batch_size"], amp)
+            val_loss, val_acc = score_validation(model, val_x, val_y, config.batch_size, amp)
             if not math.isfinite(val_loss):
                 raise UserError(f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again")
             seconds = time.perf_counter() - began
@@ -383,22 +372,22 @@ def train(config: dict, model_section: dict, augment_config: dict) -> None:
             if val_acc > best["val_acc"]:
                 best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         save(epoch + 1, start)
-        if loop.stop.received and epoch < config["epochs"]:
+        if loop.stop.received and epoch < config.epochs:
             stopped_by_sigterm(world, epoch + 1, 0)
     del loop, forward  # DDP's reducer goes before its process group: freed after it, it waited forever
     leave(world)
     if world.main:
         write_outputs(model, config, config_of_model, label_names, train_data, history, epoch_seconds, best, device)
-        STATE.unlink(missing_ok=True)
+        TRAIN_STATE.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            STATE.parent.rmdir()  # when nothing else is in it
+            TRAIN_STATE.parent.rmdir()  # when nothing else is in it
 
 
 def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
     """End the stage after SIGTERM, its state saved, as a preempted job should: with 143 (128 + SIGTERM)."""
     say(
         world,
-        f"stopped by SIGTERM: saved {STATE} to resume at epoch {epoch}, after batch {step}; run the stage "
+        f"stopped by SIGTERM: saved {TRAIN_STATE} to resume at epoch {epoch}, after batch {step}; run the stage "
         "again to continue. No model was written.",
     )
     sys.exit(143)
@@ -407,7 +396,7 @@ def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
 def write_outputs(model, config, config_of_model, label_names, train_data, history, epoch_seconds, best, device):
     """The stage's outputs, each written atomically: model, history, metrics, and the timing log."""
     kept = history[-1]
-    if config["checkpoint"] == "best":
+    if config.checkpoint == "best":
         model.load_state_dict(best["state"])
         kept = history[best["epoch"] - 1]
     embedded = "embeddings" in train_data
@@ -416,7 +405,7 @@ def write_outputs(model, config, config_of_model, label_names, train_data, histo
     save_checkpoint(MODEL, model, config_of_model, label_names, audio)
     write_text(HISTORY, history_csv(history))
     write_json(
-        METRICS,
+        TRAIN_METRICS,
         {
             "epoch": kept["epoch"],
             "train_loss": kept["train_loss"],
@@ -430,20 +419,20 @@ def write_outputs(model, config, config_of_model, label_names, train_data, histo
     )
     median = statistics.median(epoch_seconds)
     write_json(
-        TIMING,
+        TRAIN_TIMING,
         {"device": str(device), "epoch_seconds": [round(value, 3) for value in epoch_seconds], "median": median},
     )
     print(f"saved {MODEL} (epoch {kept['epoch']}); median {median:.2f}s per epoch", file=sys.stderr)
 
 
 def main() -> None:
-    config = params.load("train")
+    config = params.load(TrainParams)
     world = current_world()
-    if config["processes"] > 1 and world.size == 1:
-        check_launch(config["processes"], config["batch_size"], select_device(config["device"]))
-        launch(config["processes"])
+    if config.processes > 1 and world.size == 1:
+        check_launch(config.processes, config.batch_size, select_device(config.device))
+        launch(config.processes)
         return
-    train(config, params.load("model"), params.load("augment"))
+    train(config, params.load(ModelParams), params.load(AugmentParams))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,15 +21,14 @@ import torch
 from stages import params
 from stages.audio import prepare_many
 from stages.cli import UserError, run
-from stages.datasets import clip_paths, obtain
 from stages.evaluate import classification_report
 from stages.fileio import write_json
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
+from stages.params import EvaluateParams, TransferParams
+from stages.paths import MODEL, TRANSFER_METRICS
 from stages.runtime import select_device
-
-MODEL = Path("models/model.pt")
-METRICS = Path("metrics/transfer.json")
+from stages.sources import clip_paths, obtain
 
 
 def missing_local_path(location: str) -> bool:
@@ -45,7 +45,17 @@ def confusion_counts(predicted: torch.Tensor, actual: torch.Tensor, label_names:
     return counts
 
 
-def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict, config: dict) -> dict:
+@dataclass(frozen=True)
+class Scoring:
+    """How every set is scored: where, in batches of what size, and with which test-time shifts."""
+
+    device: torch.device
+    batch_size: int
+    shifts: int
+    step: int
+
+
+def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict, scoring: Scoring) -> dict:
     """Fetch one corpus into a temporary folder, prepare every clip, and score them all."""
     audio, label_names = checkpoint["audio"], checkpoint["label_names"]
     clip_seconds = audio["samples"] / audio["sample_rate"]
@@ -58,9 +68,9 @@ def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict
     kept = [(path, clip) for path, (clip, _) in zip(paths, prepared, strict=True) if clip is not None]
     if not kept:
         raise UserError(f"transfer set '{name}' ({location}) has no readable clip")
-    waveforms = torch.stack([clip for _, clip in kept]).to(config["device"])
+    waveforms = torch.stack([clip for _, clip in kept]).to(scoring.device)
     actual = torch.tensor([label_names.index(path.split("/")[0]) for path, _ in kept])
-    copies = shifted_probabilities(model, waveforms, config["batch_size"], config["shifts"], config["step"]).cpu()
+    copies = shifted_probabilities(model, waveforms, scoring.batch_size, scoring.shifts, scoring.step).cpu()
     predicted = copies.mean(dim=0).argmax(dim=1)
     report = classification_report(predicted, actual, label_names)
     return {
@@ -73,26 +83,26 @@ def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict
 
 
 def main() -> None:
-    config = params.load("transfer")
-    scoring = params.load("evaluate")
-    device = select_device(config["device"])
+    config = params.load(TransferParams)
+    evaluate = params.load(EvaluateParams)
+    device = select_device(config.device)
     model, checkpoint = load_checkpoint(MODEL, device)
-    settings = {
-        "device": device,
-        "batch_size": config["batch_size"],
-        "shifts": scoring["test_time_shifts"],
-        "step": shift_step(scoring["shift_step_ms"], checkpoint["audio"]["sample_rate"]),
-    }
+    scoring = Scoring(
+        device,
+        config.batch_size,
+        evaluate.test_time_shifts,
+        shift_step(evaluate.shift_step_ms, checkpoint["audio"]["sample_rate"]),
+    )
     metrics = {}
-    for name, location in config["sets"].items():
+    for name, location in config.sets.items():
         location = location or ""
         if missing_local_path(location):
             print(f"warning: transfer set '{name}' skipped: {location} does not exist", file=sys.stderr)
             metrics[name] = {"skipped": f"{location} does not exist"}
             continue
-        metrics[name] = score_set(name, location, model, checkpoint, settings)
+        metrics[name] = score_set(name, location, model, checkpoint, scoring)
         print(f"transfer {name}: accuracy {metrics[name]['accuracy']:.4f} on {metrics[name]['clips']} clips")
-    write_json(METRICS, metrics)
+    write_json(TRANSFER_METRICS, metrics)
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ def write_processed(
     """Write small processed splits in which each label is a noisy tone of its own pitch."""
     import torch
 
-    from stages.datasets import save_split
     from stages.preprocess import LABEL_NAMES
+    from stages.processed import save_split
 
     generator = np.random.default_rng(seed)
     time = np.arange(samples) / sample_rate

@@ -35,7 +35,7 @@ def test_clips_shorter_than_one_window_are_refused():
 
 
 def test_the_head_has_its_parameter_count_and_keeps_only_its_own_weights():
-    config = model_config(params.validate({"model": {"name": "embedding"}}, "model"), sample_rate=16000)
+    config = model_config(params.validate({"model": {"name": "embedding"}}, params.ModelParams), sample_rate=16000)
     model = build_model(config, n_output=10)
     assert count_parameters(model) == PARAMETERS["embedding"]
     assert all(name.startswith("head.") for name in model.state_dict())
@@ -50,7 +50,7 @@ def test_the_embedding_model_refuses_8_khz_audio():
 
 
 def test_a_channel_copy_keeps_the_length_and_repeats_under_its_seed():
-    config = params.validate({}, "embed")
+    config = params.validate({}, params.EmbedParams)
     clip = torch.from_numpy(tone(400, 16000, 0.5)).unsqueeze(0)
     clip = torch.nn.functional.pad(clip, (4000, 4000))
     copies = [channel_copy(clip, 16000, config, np.random.default_rng(seed)) for seed in (0, 0, 1)]

@@ -67,7 +67,7 @@ def project(root: Path, name: str, rate: int) -> Path:
     )
     write_processed(root, clips_per_label=3, samples=rate, sample_rate=rate)
     torch.manual_seed(0)
-    config = model_config(params.load("model", root / "params.yaml"), rate)
+    config = model_config(params.load(params.ModelParams, root / "params.yaml"), rate)
     model = build_model(config, len(LABELS)).eval()
     save_checkpoint(root / "models/model.pt", model, config, LABELS, {"sample_rate": rate, "samples": rate})
     return root
@@ -117,8 +117,8 @@ def test_export_writes_both_models_and_the_metrics(exported):
 
 def test_float32_onnx_is_the_pytorch_model_at_any_batch_size(exported):
     root, _, rate = exported
-    from stages.datasets import load_split
     from stages.models import load_checkpoint
+    from stages.processed import load_split
 
     model, _ = load_checkpoint(root / "models/model.pt")
     onnx_model = OnnxModel(root / "models/model.onnx")
@@ -224,7 +224,7 @@ def test_the_exported_spectrogram_is_torchaudios(spectrogram):
 
 
 def test_every_spectrogram_model_is_exported_with_the_dft_front_end():
-    config = model_config(params.validate({"model": {"name": "bcresnet"}}, "model"), 16000)
+    config = model_config(params.validate({"model": {"name": "bcresnet"}}, params.ModelParams), 16000)
     model = build_model(config, 10).eval()
     module, input_name = export.exportable(model)
     assert input_name == "waveform" and module is not model
@@ -259,7 +259,9 @@ def test_dvc_repro_runs_the_export_stage_and_then_has_nothing_to_do(tmp_path):
 
 
 def test_int8_leaves_the_spectrogram_front_end_float32(tmp_path):
-    config = model_config(params.validate({"model": {"name": "dscnn", "dscnn": TINY_MODELS["dscnn"]}}, "model"), 8000)
+    config = model_config(
+        params.validate({"model": {"name": "dscnn", "dscnn": TINY_MODELS["dscnn"]}}, params.ModelParams), 8000
+    )
     module, input_name = export.exportable(build_model(config, 10).eval())
     export.to_onnx(module, 0.1 * torch.randn(2, 1, 8000), input_name, tmp_path / "model.onnx")
     front_end = set(export.front_end_nodes(onnx.load(str(tmp_path / "model.onnx"))))

@@ -167,7 +167,7 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     ],
 )
 def test_each_model_has_its_parameter_count_and_output_shape_at_8_khz(section, parameters):
-    config = model_config(params.validate({"model": section}, "model"), sample_rate=8000)
+    config = model_config(params.validate({"model": section}, params.ModelParams), sample_rate=8000)
     model = build_model(config, n_output=10)
     assert count_parameters(model) == parameters
     assert model(torch.randn(4, 1, 8000)).shape == (4, 10)
@@ -175,20 +175,20 @@ def test_each_model_has_its_parameter_count_and_output_shape_at_8_khz(section, p
 
 
 def test_model_config_keeps_only_the_chosen_models_settings():
-    section = params.validate({"model": {"name": "dscnn"}}, "model")
+    section = params.validate({"model": {"name": "dscnn"}}, params.ModelParams)
     config = model_config(section, sample_rate=8000)
     assert config["name"] == "dscnn" and config["sample_rate"] == 8000 and config["n_mfcc"] == 10
     assert "width" not in config and "n_channel" not in config
-    m5 = params.validate({"model": {"name": "m5"}}, "model")
+    m5 = params.validate({"model": {"name": "m5"}}, params.ModelParams)
     assert model_config(m5, 8000) == {"name": "m5", "n_channel": 32, "stride": 16}
-    default = model_config(params.validate({}, "model"), 16000)
+    default = model_config(params.validate({}, params.ModelParams), 16000)
     assert default == {"name": "embedding", "hidden": 256, "dropout": 0.5, "sample_rate": 16000}
 
 
 @pytest.mark.parametrize("name", ["dscnn", "bcresnet"])
 def test_spectrogram_models_compute_their_features_inside_and_round_trip(tmp_path, name):
     torch.manual_seed(0)
-    config = model_config(params.validate({"model": {"name": name}}, "model"), sample_rate=8000)
+    config = model_config(params.validate({"model": {"name": name}}, params.ModelParams), sample_rate=8000)
     model = build_model(config, n_output=10).eval()
     assert isinstance(model, SpectrogramModel)
     waveform = torch.randn(2, 1, 8000)

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import yaml
 
-from stages import datasets, models, params
+from stages import models, params, sources
 from stages.cli import UserError
 from tests.helpers import REPO, stage, write_params
 
 
 def test_project_params_are_valid_and_are_the_defaults():
-    """params.yaml spells out every default of params.py: a stage run without a key behaves as the file says."""
+    """params.yaml spells out every setting of params.py, each at its default: the file and the classes agree."""
     data = params.read_params(REPO / "params.yaml")
-    for section in params.SCHEMA:
-        assert params.validate(data, section) == params.validate({}, section), section
+    assert list(data) == list(params.SECTIONS)
+    for name, kind in params.SECTIONS.items():
+        assert params.validate(data, kind) == kind(), name
+        assert keys(data[name]) == keys(kind().as_dict()), f"params.yaml's {name} section lacks or adds keys"
+
+
+def keys(section: dict, prefix: str = "") -> set[str]:
+    """Every key of a nested mapping, dotted."""
+    found = set()
+    for key, value in section.items():
+        found.add(prefix + key)
+        if isinstance(value, dict) and key != "sets":
+            found |= keys(value, f"{prefix}{key}.")
+    return found
 
 
 def test_the_choices_params_offers_are_the_ones_the_code_knows():
     """params.py names the models and sources without importing torch; these lists must not drift apart."""
-    assert set(params.MODELS) == set(models.MODELS) == set(params.SCHEMA["model"]) - {"name"}
-    assert set(params.SOURCES) == {*datasets.SOURCES, "synthetic"}  # the synthetic set is made, not downloaded
+    assert set(params.MODELS) == set(models.MODELS) == set(params.ModelParams().as_dict()) - {"name"}
+    assert set(params.SOURCES) == {*sources.SOURCES, "synthetic"}  # the synthetic set is made, not downloaded
 
 
 @pytest.mark.parametrize(
@@ -65,21 +79,21 @@ def test_bad_param_is_refused_by_the_stage(tmp_path, section, values, expected):
 
 def test_integer_is_accepted_for_a_float_and_defaults_fill_missing_keys(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 1}}))
-    config = params.load("train", tmp_path / "params.yaml")
-    assert config["lr"] == 1.0 and isinstance(config["lr"], float)
-    assert config["epochs"] == 40
+    config = params.load(params.TrainParams, tmp_path / "params.yaml")
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.epochs == params.TrainParams.epochs == 40
 
 
 def test_unknown_section_and_broken_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("trian:\n  lr: 0.1\n")
     with pytest.raises(UserError, match="unknown section 'trian' \\(did you mean 'train'\\?\\)"):
-        params.load("train", path)
+        params.load(params.TrainParams, path)
     path.write_text("train: [unclosed\n")
     with pytest.raises(UserError, match="is not valid YAML"):
-        params.load("train", path)
+        params.load(params.TrainParams, path)
     with pytest.raises(UserError, match="cannot read"):
-        params.load("train", tmp_path / "missing.yaml")
+        params.load(params.TrainParams, tmp_path / "missing.yaml")
 
 
 @pytest.mark.parametrize("n_mels", [8, 20, 39, 40, 48, 64, 80, 100, 120])
@@ -87,7 +101,7 @@ def test_bcresnet_n_mels_is_refused_exactly_when_the_model_cannot_run_on_it(n_me
     """The sub-spectral norm rule in params matches what BC-ResNet's layers can actually do."""
     config = {"model": {"name": "bcresnet", "bcresnet": {"n_mels": n_mels}}}
     try:
-        section = params.validate(config, "model")
+        section = params.validate(config, params.ModelParams)
     except UserError as error:
         assert "n_mels must halve three times" in str(error)
         with pytest.raises(RuntimeError):
@@ -97,13 +111,12 @@ def test_bcresnet_n_mels_is_refused_exactly_when_the_model_cannot_run_on_it(n_me
         assert logits.shape == (1, 10)
 
 
-def section_unchecked(n_mels: int) -> dict:
+def section_unchecked(n_mels: int) -> params.ModelParams:
     """The model section with BC-ResNet on ``n_mels`` bands, bypassing the rule under test."""
-    section = params.validate({"model": {"name": "bcresnet"}}, "model")
-    section["bcresnet"]["n_mels"] = n_mels
-    return section
+    section = params.validate({"model": {"name": "bcresnet"}}, params.ModelParams)
+    return dataclasses.replace(section, bcresnet=dataclasses.replace(section.bcresnet, n_mels=n_mels))
 
 
 def test_dscnn_takes_no_more_mfccs_than_mels():
     with pytest.raises(UserError, match="n_mfcc must be <= n_mels"):
-        params.validate({"model": {"dscnn": {"n_mfcc": 41, "n_mels": 40}}}, "model")
+        params.validate({"model": {"dscnn": {"n_mfcc": 41, "n_mels": 40}}}, params.ModelParams)

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from stages.cli import UserError
-from stages.datasets import DIGITS, assign_splits, load_split, speaker_of
+from stages.processed import load_split
+from stages.sources import DIGITS, speaker_of
+from stages.splits import assign_splits
 from tests.helpers import stage, tone, write_params, write_wav
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from stages.datasets import load_split
 from stages.inference import batched_logits, shifted_probabilities
 from stages.models import load_checkpoint
+from stages.processed import load_split
 from tests.helpers import stage, write_params, write_processed
 
 SMALL = {"epochs": 3, "batch_size": 16, "device": "cpu"}

@@ -7,6 +7,7 @@ import torch
 
 from stages import params
 from stages.cli import UserError
+from stages.params import TrainParams
 from stages.runtime import COMPILE_MIN_STEPS, use_compile
 from stages.train import lr_schedule
 from tests.helpers import NOTEBOOK, REPO
@@ -16,26 +17,28 @@ def test_the_notebook_run_is_the_notebooks_loop_on_m5():
     data = params.read_params(REPO / "params.yaml")
     for section, values in NOTEBOOK.items():
         data[section] = {**data.get(section, {}), **values}
-    train = params.validate(data, "train")
-    assert (train["schedule"], train["label_smoothing"], train["augment"]) == ("none", 0.0, False)
-    assert (train["lr"], train["weight_decay"], train["epochs"], train["batch_size"]) == (0.01, 1e-4, 10, 256)
-    assert params.validate(data, "model")["name"] == "m5" and params.validate(data, "preprocess")["sample_rate"] == 8000
-    assert (params.validate(data, "data")["piper_clips"], params.validate(data, "data")["kokoro_clips"]) == (0, 0)
+    train = params.validate(data, params.TrainParams)
+    assert (train.schedule, train.label_smoothing, train.augment) == ("none", 0.0, False)
+    assert (train.lr, train.weight_decay, train.epochs, train.batch_size) == (0.01, 1e-4, 10, 256)
+    assert params.validate(data, params.ModelParams).name == "m5"
+    assert params.validate(data, params.PreprocessParams).sample_rate == 8000
+    synthetic = params.validate(data, params.DataParams)
+    assert (synthetic.piper_clips, synthetic.kokoro_clips) == (0, 0)
 
 
 def test_one_cycle_works_with_one_batch_per_epoch_and_refuses_too_few_steps():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    scheduler = lr_schedule(optimizer, {"schedule": "onecycle", "epochs": 3, "warmup_epochs": 1, "lr": 0.01}, 1)
+    scheduler = lr_schedule(optimizer, TrainParams(schedule="onecycle", epochs=3, warmup_epochs=1, lr=0.01), 1)
     for _ in range(3):
         optimizer.step()
         scheduler.step()
     with pytest.raises(UserError, match="at least 3 optimizer steps"):
-        lr_schedule(optimizer, {"schedule": "onecycle", "epochs": 2, "warmup_epochs": 1, "lr": 0.01}, 1)
+        lr_schedule(optimizer, TrainParams(schedule="onecycle", epochs=2, warmup_epochs=1, lr=0.01), 1)
 
 
 def learning_rates(schedule: str, epochs: int = 10, warmup: float = 2, steps: int = 5) -> list[float]:
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    config = {"schedule": schedule, "epochs": epochs, "warmup_epochs": warmup, "lr": 0.01}
+    config = TrainParams(schedule=schedule, epochs=epochs, warmup_epochs=warmup, lr=0.01)
     scheduler = lr_schedule(optimizer, config, steps)
     rates = []
     for _ in range(epochs * steps):
@@ -47,7 +50,7 @@ def learning_rates(schedule: str, epochs: int = 10, warmup: float = 2, steps: in
 
 def test_no_schedule_keeps_the_rate_constant():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    assert lr_schedule(optimizer, {"schedule": "none", "epochs": 3, "warmup_epochs": 0, "lr": 0.01}, 4) is None
+    assert lr_schedule(optimizer, TrainParams(schedule="none", epochs=3, warmup_epochs=0, lr=0.01), 4) is None
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
@@ -76,7 +79,7 @@ def test_schedules_warm_up_to_the_peak_then_decay(schedule):
     ],
 )
 def test_bad_training_options_are_refused_with_the_fix(values, expected):
-    section = next(iter(values))
+    section = params.SECTIONS[next(iter(values))]
     with pytest.raises(UserError) as error:
         params.validate(values, section)
     assert expected in str(error.value)
@@ -90,4 +93,4 @@ def test_compile_auto_only_on_cuda_for_a_run_that_repays_it():
     assert use_compile("auto", cuda, COMPILE_MIN_STEPS)
     assert use_compile("on", cpu, 1) and not use_compile("off", cuda, 10**9)
     with pytest.raises(UserError, match=r"train\.compile must be one of auto, on, off, got 'yes'"):
-        params.validate({"train": {"compile": "yes"}}, "train")
+        params.validate({"train": {"compile": "yes"}}, params.TrainParams)

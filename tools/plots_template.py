@@ -21,8 +21,8 @@ import vl_convert
 from dvc_render.html import PAGE_HTML
 from dvc_render.vega_templates import ConfusionTemplate
 
-from stages.datasets import DIGITS
 from stages.fileio import write_text
+from stages.sources import DIGITS
 
 TEMPLATE = Path(".dvc/plots_template.html")
 CONFUSION_TEMPLATE = Path(".dvc/plots/confusion_digits.json")

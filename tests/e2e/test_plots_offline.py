@@ -22,8 +22,8 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.html import PAGE_HTML
 
-from stages.datasets import DIGITS
 from stages.preprocess import LABEL_NAMES
+from stages.sources import DIGITS
 from tests import helpers
 from tools import plots_template
 

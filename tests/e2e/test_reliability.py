@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages.audio import BadAudio, prepare
-from stages.datasets import DIGITS, load_split
 from stages.models import load_checkpoint
+from stages.processed import load_split
+from stages.sources import DIGITS
 from tests.helpers import (
     REPO,
     commit,

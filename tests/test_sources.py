@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.datasets import DIGITS, SPLITS, load_split, read_list, speaker_disjoint, speaker_of
+from stages.processed import load_split
+from stages.sources import DIGITS, read_list, speaker_disjoint, speaker_of
+from stages.splits import SPLIT_NAMES
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
 
@@ -103,7 +105,7 @@ def test_synthetic_training_clips_join_only_the_training_split_of_a_recorded_sou
 
     result = stage("preprocess", tmp_path)
     assert "not a digit label" not in result.stderr
-    splits = {name: load_split(tmp_path / f"data/processed/{name}.pt") for name in SPLITS}
+    splits = {name: load_split(tmp_path / f"data/processed/{name}.pt") for name in SPLIT_NAMES}
     assert set(splits["test"]["speakers"]) == {"jackson"}, "the fold still counts the recorded speakers only"
     in_train = [path for path in splits["train"]["paths"] if path.startswith("synthetic_train/")]
     assert sorted(in_train) == synthetic

@@ -1,4 +1,4 @@
-"""Dataset sources, the one normalised raw layout they all end in, and the processed split files.
+"""Dataset sources and the one normalised raw layout they all end in.
 
 Raw layout (``data/raw``), as in Google Speech Commands::
 
@@ -7,37 +7,26 @@ Raw layout (``data/raw``), as in Google Speech Commands::
     testing_list.txt      # everything else is training data
     synthetic_train/<label>/<speaker>_nohash_<n>.wav   # optional extra training clips (data.synthetic_train_clips)
 
-Processed split (``data/processed``): ``<split>.npy`` holds the waveforms, float32 ``[N, 1, samples]`` in NumPy's
-``.npy`` format, and ``<split>.pt`` the rest (labels, speakers, paths, label names, sample rate) with the name of its
-``.npy`` file. The array is a plain float32 file so that it can be written a clip at a time (``waveform_file``) and
-read memory-mapped (``load_split``): preprocess never holds a split in memory, a reader copies only the rows it
-indexes, and the values are the exact float32 samples, not a rescaled int16 code. ``.npy`` rather than a
-memory-mapped ``torch.load``: its header can be rewritten in place once the number of kept clips is known, where a
-torch archive would have to be built from a whole tensor.
+Each recorded source is fetched (``stages.fetch``), extracted (``stages.archives``) and normalised into that layout by
+its own function. Which clip then goes to which split is ``stages.splits``'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import numpy as np
-import torch
 
 from stages.archives import extract
 from stages.cli import UserError
 from stages.fetch import fetch
-from stages.fileio import atomic_path, write_text, write_torch
+from stages.fileio import write_text
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "validation", "test")
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SPEAKER_PATTERN = re.compile(r"^(?P<speaker>[^_]+)_nohash_(?P<n>\d+)\.\w+$")
@@ -45,7 +34,6 @@ FSDD_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[^_]+)_(?P<n>\d+)\.wav$")
 HELD_OUT_FRACTION = 0.1
 # Synthetic clips added to a recorded source's training split; never in the lists, so never held out.
 SYNTHETIC_TRAIN = "synthetic_train"
-WAVEFORM_DTYPE = np.dtype("<f4")  # float32, little-endian whatever the machine, so the bytes are the same everywhere
 
 
 @dataclass(frozen=True)
@@ -84,7 +72,18 @@ def clip_paths(root: Path) -> list[str]:
         for label in DIGITS
         if (root / label).is_dir()
         for path in (root / label).iterdir()
-        if path.suffix.lower() in AUDIO_SUFFIXES
+        if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
+    )
+
+
+def unknown_folders(root: Path) -> list[str]:
+    """Folders of a raw-layout folder that ``clip_paths`` does not read: not a digit label, nor the extra
+    training clips' ``synthetic_train``, nor hidden.
+    """
+    return sorted(
+        path.name
+        for path in root.iterdir()
+        if path.is_dir() and path.name not in (*DIGITS, SYNTHETIC_TRAIN) and not path.name.startswith(".")
     )
 
 
@@ -216,111 +215,3 @@ def obtain(name: str, location: str, sha256: str, out: Path) -> None:
             extract(local, extracted)
             local = extracted
         source.normalise(local, out)
-
-
-def split_of(relpath: str, lists: dict[str, set[str]]) -> str:
-    """The split a raw clip belongs to: a list it is on, or training."""
-    for split, paths in lists.items():
-        if relpath in paths:
-            return split
-    return "train"
-
-
-def assign_splits(paths: list[str], lists: dict[str, set[str]], split: str, fold: int) -> dict[str, list[str]]:
-    """Share raw clips among train, validation and test by the rule ``data.split`` names.
-
-    ``official``: the source's documented lists. ``speaker``: validation and test speakers chosen by hash, as
-    ``speaker_disjoint`` does for Speech Commands. ``loso``: leave one speaker out, speaker number ``fold`` in
-    sorted order is the test split; the other speakers' clips on the validation list are validation, the rest
-    train, so every remaining speaker still trains and the test voice is never heard in training.
-    """
-    speakers = sorted({speaker_of(path) for path in paths})
-    if split == "official":
-        chosen = {path: split_of(path, lists) for path in paths}
-    elif split == "speaker":
-        validation_speakers, test_speakers = speaker_disjoint(speakers)
-        held_out = {**dict.fromkeys(validation_speakers, "validation"), **dict.fromkeys(test_speakers, "test")}
-        chosen = {path: held_out.get(speaker_of(path), "train") for path in paths}
-    else:
-        if not fold < len(speakers):
-            raise UserError(f"params.yaml: data.fold must be < {len(speakers)}, the number of speakers, got {fold}")
-        validation = lists["validation"]
-        chosen = {
-            path: "test" if speaker_of(path) == speakers[fold] else "validation" if path in validation else "train"
-            for path in paths
-        }
-    return {name: [path for path in paths if chosen[path] == name] for name in SPLITS}
-
-
-class WaveformRows:
-    """The rows of a ``.npy`` waveform file being written: ``append`` one ``[1, samples]`` clip after another."""
-
-    def __init__(self, handle: BinaryIO, samples: int) -> None:
-        self.handle, self.samples, self.count = handle, samples, 0
-
-    def write_header(self) -> None:
-        header = {"descr": WAVEFORM_DTYPE.str, "fortran_order": False, "shape": (self.count, 1, self.samples)}
-        np.lib.format.write_array_header_1_0(self.handle, header)
-
-    def append(self, clip: torch.Tensor) -> None:
-        array = clip.numpy()
-        if array.shape != (1, self.samples):  # a row of another length would shift every later row
-            raise ValueError(f"a clip of shape {tuple(array.shape)} in a file of [N, 1, {self.samples}] rows")
-        self.handle.write(array.astype(WAVEFORM_DTYPE, copy=False).tobytes())
-        self.count += 1
-
-
-@contextlib.contextmanager
-def waveform_file(path: Path, samples: int) -> Iterator[WaveformRows]:
-    """Stream clips into the ``.npy`` file ``path`` (atomically), so only one clip at a time is in memory.
-
-    The header is written first for no rows and rewritten in place on success with the rows appended: NumPy pads
-    a header with room for a row count of any size, so the data never moves, a skipped clip leaves no gap, and the
-    same rows always give the same bytes.
-    """
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        rows = WaveformRows(handle, samples)
-        rows.write_header()
-        data_offset = handle.tell()
-        yield rows
-        handle.seek(0)
-        rows.write_header()
-        if handle.tell() != data_offset:
-            raise RuntimeError(f"the .npy header of {path} changed length when its row count was written")
-
-
-def waveform_path(path: Path) -> Path:
-    """The waveform file of the split whose metadata is ``path``: ``train.pt`` -> ``train.npy``."""
-    return path.with_suffix(".npy")
-
-
-def save_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    """Save a split's metadata atomically, naming the waveform file already written beside it."""
-    write_torch(path, {**metadata, "waveform_file": waveform_path(path).name})
-
-
-def save_split(path: Path, split: dict[str, Any]) -> None:
-    """Save one processed split held in memory (``waveforms`` a tensor ``[N, 1, samples]``) atomically."""
-    waveforms = split["waveforms"]
-    with waveform_file(waveform_path(path), waveforms.shape[-1]) as rows:
-        for clip in waveforms:
-            rows.append(clip)
-    save_metadata(path, {key: value for key, value in split.items() if key != "waveforms"})
-
-
-def load_split(path: Path) -> dict[str, Any]:
-    """Load one processed split (tensors, label names, speakers, paths) safely.
-
-    The waveforms come back memory-mapped from their ``.npy`` file, not read into memory: indexing a batch reads
-    only its rows. The mapping is copy-on-write, so writing into the tensor changes this process's copy of the
-    touched pages (in memory), never the file.
-    """
-    try:
-        data = torch.load(path, weights_only=True)
-        if "waveform_file" in data:
-            data["waveforms"] = torch.from_numpy(np.load(path.parent / data.pop("waveform_file"), mmap_mode="c"))
-    except FileNotFoundError as error:
-        raise UserError(f"{error.filename or path} is missing: run `dvc repro preprocess` first") from None
-    except Exception as error:
-        raise UserError(f"{path} is not a processed split ({error}); rerun `dvc repro preprocess`") from None
-    return data

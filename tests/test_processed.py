@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from stages.audio import prepare
-from stages.datasets import DIGITS, SPLITS, load_split, save_split
+from stages.processed import load_split, save_split
+from stages.sources import DIGITS
+from stages.splits import SPLIT_NAMES
 from tests.helpers import tone, write_params, write_wav
 from tools.project import measure
 
@@ -61,7 +63,7 @@ def test_preprocess_streams_bitwise_clips_into_memory_mapped_files_and_skips_bad
     preprocess(tmp_path)
 
     processed = tmp_path / "data/processed"
-    splits = {split: load_split(processed / f"{split}.pt") for split in SPLITS}
+    splits = {split: load_split(processed / f"{split}.pt") for split in SPLIT_NAMES}
     assert sorted(path for data in splits.values() for path in data["paths"]) == sorted(names)
     for split, data in splits.items():
         decoded = torch.stack([prepare(raw / path, RATE, 1.0) for path in data["paths"]])
