@@ -39,7 +39,7 @@ from stages import params
 from stages.fileio import write_text
 from stages.models import build_model, count_parameters, model_config
 from tools.notebook import overrides as notebook_overrides
-from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
+from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run, write_params
 
 RESULTS = Path(__file__).with_name("results.json")
 # A run reproduces the stages it scores (and those before them), not export or plot: the int8 guard of export is
@@ -128,8 +128,8 @@ def workspace(root: Path) -> Path:
         shutil.rmtree(root)
     if not (root / ".git").is_dir():
         copy_project(root)
-        params_file = root / "params.yaml"
-        params_file.write_text(params_file.read_text().replace("device: auto", "device: cpu"))
+        cpu = {"device": "cpu"}
+        write_params(root, train=cpu, evaluate=cpu, transfer=cpu)
         commit(root, "benchmark baseline")
     return root
 

@@ -22,28 +22,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from tools.notebook import NOTEBOOK
-from tools.project import REPO, Measured, copy_project, measure
+from stages.paths import PROCESSED
+from tools.project import Measured, copy_project, measure, write_params
 
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-scale"
 STAGES = ("download", "preprocess", "embed", "train", "evaluate", "transfer", "export", "plot")
-PROCESSED = Path("data/processed")
 
 
-def write_params(root: Path, clips: int, epochs: int) -> None:
+def scaled_params(root: Path, clips: int, epochs: int) -> None:
     """params.yaml of the scratch copy: the project's, with the notebook's run on ``clips`` espeak-ng clips."""
-    config = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in NOTEBOOK.items():
-        config[section].update(values)
-    config["data"].update(synthetic_clips=clips, piper_clips=0, kokoro_clips=0)
-    config["train"]["epochs"] = epochs
-    config["transfer"]["sets"] = {}
-    # time and memory are measured here, not int8 accuracy: export's guard must not stop the run (at 100k clips a
-    # 1-epoch M5 lost 1.7 points to int8)
-    config["export"]["max_int8_drop"] = 100.0
-    (root / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_params(
+        root,
+        notebook=True,
+        data={"synthetic_clips": clips, "piper_clips": 0, "kokoro_clips": 0},
+        train={"epochs": epochs},
+        transfer={"sets": {}},
+        # time and memory are measured here, not int8 accuracy: export's guard must not stop the run (at 100k clips
+        # a 1-epoch M5 lost 1.7 points to int8)
+        export={"max_int8_drop": 100.0},
+    )
 
 
 def size_mb(paths: list[Path]) -> float:
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         root = args.workdir / f"clips-{clips}"
         shutil.rmtree(root, ignore_errors=True)
         copy_project(root)
-        write_params(root, clips, args.epochs)
+        scaled_params(root, clips, args.epochs)
         runs[clips] = run_stages(root)
         outputs[clips] = size_mb(sorted((root / PROCESSED).glob("*.npy")))
         if not args.keep:

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import yaml
 
-from tools.notebook import NOTEBOOK
-from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run
+from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run, write_params
 
 # Parameter counts of each model at its default settings, pinned here once; M5's is the notebook's.
 PARAMETERS = {"m5": 25_290, "dscnn": 23_050, "bcresnet": 17_056, "embedding": 93_386}
@@ -31,7 +29,7 @@ TINY = {
 }
 
 # Re-exported: the tests reach the project through tests.helpers, the benchmarks through tools.project.
-__all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run"]
+__all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run", "write_params"]
 
 
 def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,16 +54,6 @@ def training_until(root: Path, text: str, timeout: float = 300) -> Iterator[subp
             yield process
         finally:
             process.kill()
-
-
-def write_params(root: Path, notebook: bool = False, **sections: dict) -> None:
-    """Write ``params.yaml`` in ``root``: the project's defaults (with ``notebook``, the notebook's run) updated with
-    ``sections``.
-    """
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in [*(NOTEBOOK.items() if notebook else []), *sections.items()]:
-        params.setdefault(section, {}).update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> Path:

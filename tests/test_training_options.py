@@ -10,7 +10,8 @@ from stages.cli import UserError
 from stages.params import TrainParams
 from stages.runtime import COMPILE_MIN_STEPS, use_compile
 from stages.train import lr_schedule
-from tests.helpers import NOTEBOOK, REPO
+from tests.helpers import REPO
+from tools.notebook import NOTEBOOK
 
 
 def test_the_notebook_run_is_the_notebooks_loop_on_m5():

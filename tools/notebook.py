@@ -2,7 +2,8 @@
 
 M5 (25,290 parameters) on 8 kHz waveforms with the notebook's loop: Adam, lr 0.01, weight decay 1e-4, batch 256,
 10 epochs, no schedule, no label smoothing; the synthetic data without Piper or Kokoro clips. Every other setting is
-``params.yaml``'s. The tests train with these same values (``tests/helpers.py`` imports them).
+``params.yaml``'s. The tests and benchmarks train with these same values
+(``tools.project.write_params(notebook=True)``).
 """
 
 from __future__ import annotations

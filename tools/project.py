@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tools import plots_template
+from tools.notebook import NOTEBOOK
 
 REPO = Path(__file__).resolve().parent.parent
 FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
@@ -106,3 +109,13 @@ def copy_project(target: Path) -> Path:
 def commit(root: Path, message: str) -> None:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", message], root)
+
+
+def write_params(root: Path, notebook: bool = False, **sections: dict) -> None:
+    """Write ``params.yaml`` in ``root``: the project's defaults (with ``notebook``, the notebook's run) updated with
+    ``sections``.
+    """
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in [*(NOTEBOOK.items() if notebook else []), *sections.items()]:
+        params.setdefault(section, {}).update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
