@@ -58,8 +58,12 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# One pytest-xdist worker per core (TEST_WORKERS=0: one process), each module's tests on one worker so that its
+# shared project is built once; tests/conftest.py gives the workers one OpenMP thread each.
+TEST_WORKERS ?= auto
+
 test: lint install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
