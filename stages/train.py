@@ -217,7 +217,9 @@ def total_of(counts: list[torch.Tensor]) -> int:
     return int(torch.stack(counts).sum()) if counts else 0
 
 
-def score_validation(model, inputs, labels, batch_size, amp) -> tuple[float, float]:
+def score_validation(
+    model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, amp: bool
+) -> tuple[float, float]:
     """Validation loss and accuracy of the plain model (in eval mode: no dropout, batch-norm running statistics)."""
     if takes_embeddings(model):
         model.eval()
@@ -393,7 +395,17 @@ def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
     sys.exit(143)
 
 
-def write_outputs(model, config, config_of_model, label_names, train_data, history, epoch_seconds, best, device):
+def write_outputs(
+    model: torch.nn.Module,
+    config: TrainParams,
+    config_of_model: dict,
+    label_names: list[str],
+    train_data: dict,
+    history: list[dict],
+    epoch_seconds: list[float],
+    best: dict,
+    device: torch.device,
+) -> None:
     """The stage's outputs, each written atomically: model, history, metrics, and the timing log."""
     kept = history[-1]
     if config.checkpoint == "best":

@@ -19,12 +19,10 @@ import yaml
 
 from stages.cli import UserError, run
 from stages.fileio import write_text
+from stages.params import PARAMS_FILE
+from stages.paths import EVAL_METRICS, TRAIN_METRICS, image
 
 REPORT = Path("report.html")
-TRAIN_METRICS = Path("metrics/train.json")
-EVAL_METRICS = Path("metrics/eval.json")
-PARAMS = Path("params.yaml")
-IMAGES = Path("plots/images")
 PER_CLASS = ("precision", "recall", "f1", "support")
 
 STYLE = """
@@ -92,7 +90,7 @@ def build() -> str:
     """The whole page, from the files ``dvc repro`` wrote."""
     train = json.loads(read(TRAIN_METRICS))
     evaluation = json.loads(read(EVAL_METRICS))
-    params = yaml.safe_load(read(PARAMS)) or {}
+    params = yaml.safe_load(read(PARAMS_FILE)) or {}
     per_class = [[name, *(values[key] for key in PER_CLASS)] for name, values in evaluation["per_class"].items()]
     sections = [
         "<h1>Spoken-digit classifier: run report</h1>",
@@ -100,13 +98,13 @@ def build() -> str:
         table(["metric", "value"], scalars(evaluation), "test (metrics/eval.json)"),
         table(["metric", "value"], scalars(train), "training (metrics/train.json)"),
         "<h2>Learning curves</h2>",
-        figure(IMAGES / "learning_curves.png"),
+        figure(image("learning_curves")),
         "<h2>Confusion matrix</h2>",
-        figure(IMAGES / "confusion_matrix.png"),
+        figure(image("confusion_matrix")),
         table(["class", *PER_CLASS], per_class, "per class on the test split"),
         "<h2>Figures</h2>",
-        figure(IMAGES / "kernels.png"),
-        figure(IMAGES / "waveforms.png"),
+        figure(image("kernels")),
+        figure(image("waveforms")),
         "<h2>Params</h2>",
         table(["param", "value"], flatten(params), "params.yaml"),
     ]
