@@ -126,26 +126,29 @@ def copy_clip(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def normalise_speech_commands(extracted: Path, out: Path) -> None:
-    """Keep the ten digit words and their lines of the official validation and testing lists."""
-    root = find_dir(extracted, lambda folder: (folder / "validation_list.txt").is_file(), "Speech Commands")
+def copy_digit_words(extracted: Path, out: Path, what: str) -> tuple[Path, list[str]]:
+    """Copy the digit words of a Speech Commands tree (``what``: its name in errors) into ``out``; return the tree's
+    root, where its split lists are, and the copied clips' paths.
+    """
+    root = find_dir(extracted, lambda folder: (folder / "validation_list.txt").is_file(), what)
     paths = clip_paths(root)
     if not paths:
         raise UserError(f"{root} holds no clips of the digit words {', '.join(DIGITS)}")
     for path in paths:
         copy_clip(root / path, out / path)
+    return root, paths
+
+
+def normalise_speech_commands(extracted: Path, out: Path) -> None:
+    """Keep the ten digit words and their lines of the official validation and testing lists."""
+    root, paths = copy_digit_words(extracted, out, "Speech Commands")
     kept = set(paths)
     write_lists(out, read_list(root, "validation") & kept, read_list(root, "test") & kept)
 
 
 def normalise_tiny_speech_commands(extracted: Path, out: Path) -> None:
     """Use the validation list as the test split, as the notebook did, and carve a new speaker-disjoint validation."""
-    root = find_dir(extracted, lambda folder: (folder / "validation_list.txt").is_file(), "TinySpeechCommands")
-    paths = clip_paths(root)
-    if not paths:
-        raise UserError(f"{root} holds no clips of the digit words {', '.join(DIGITS)}")
-    for path in paths:
-        copy_clip(root / path, out / path)
+    root, paths = copy_digit_words(extracted, out, "TinySpeechCommands")
     test = read_list(root, "validation") & set(paths)
     training = [path for path in paths if path not in test]
     validation_speakers, _ = speaker_disjoint(speaker_of(path) for path in training)
