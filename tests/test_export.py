@@ -111,8 +111,27 @@ def test_export_writes_both_models_and_the_metrics(exported):
     assert all(latency[kind]["latency_ms"] > 0 for kind in ("pytorch", "float32", "int8"))
     assert ("feature_step" in metrics) == ("feature_step" in latency) == (name == "embedding")
     int8 = onnx.load(str(root / "models/model.int8.onnx"))
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in int8.graph.node}
+    int8_ops = {node.op_type for node in int8.graph.node}
+    assert "QuantizeLinear" in int8_ops and int8_ops & {"QLinearConv", "QGemm", "QLinearMatMul"}
     assert sorted(path.name for path in (root / "models").iterdir()) == ["model.int8.onnx", "model.onnx", "model.pt"]
+
+
+def test_the_written_files_hold_short_names_and_no_restated_defaults(exported):
+    root, _, _ = exported
+    for path in ("models/model.onnx", "models/model.int8.onnx"):
+        graph = onnx.load(str(root / path)).graph
+        outer = {value.name for value in (*graph.input, *graph.output)}
+        assert outer == {"waveform" if "waveform" in outer else "embeddings", "logits"}
+        names = {name for node in graph.node for name in (*node.input, *node.output)} - outer - {""}
+        assert names and max(map(len, names)) <= 3 and not any(node.name for node in graph.node)
+        defaults = {"auto_pad": b"NOTSET", "group": 1, "ceil_mode": 0, "storage_order": 0}
+        restated = [
+            (node.op_type, attribute.name)
+            for node in graph.node
+            for attribute in node.attribute
+            if attribute.name in defaults and onnx.helper.get_attribute_value(attribute) == defaults[attribute.name]
+        ]
+        assert not restated
 
 
 def test_float32_onnx_is_the_pytorch_model_at_any_batch_size(exported):
@@ -223,12 +242,25 @@ def test_the_exported_spectrogram_is_torchaudios(spectrogram):
     torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
-def test_every_spectrogram_model_is_exported_with_the_dft_front_end():
-    config = model_config(params.validate({"model": {"name": "bcresnet"}}, params.ModelParams), 16000)
+@pytest.mark.parametrize(("n_stft", "sample_rate", "n_mels"), [(161, 16000, 40), (129, 16000, 40), (201, 8000, 20)])
+def test_the_exported_mel_filterbank_is_torchaudios_bit_for_bit(n_stft, sample_rate, n_mels):
+    reference = torchaudio.transforms.MelScale(n_mels=n_mels, sample_rate=sample_rate, n_stft=n_stft)
+    assert export.plain_mel_scale(reference)
+    mel_scale = export.TriangularMelScale(reference)
+    assert torch.equal(mel_scale.filterbank(), reference.fb)
+    assert sum(buffer.numel() for buffer in mel_scale.buffers()) == n_mels + 2 + n_stft
+    spectrogram = torch.rand(2, 1, n_stft, 50)
+    torch.testing.assert_close(mel_scale(spectrogram), reference(spectrogram))
+
+
+@pytest.mark.parametrize("name", ["dscnn", "bcresnet"])
+def test_every_spectrogram_model_is_exported_with_the_dft_and_filterbank_front_end(name):
+    config = model_config(params.validate({"model": {"name": name}}, params.ModelParams), 16000)
     model = build_model(config, 10).eval()
     module, input_name = export.exportable(model)
     assert input_name == "waveform" and module is not model
-    assert not any(isinstance(layer, torchaudio.transforms.Spectrogram) for layer in module.modules())
+    replaced = (torchaudio.transforms.Spectrogram, torchaudio.transforms.MelScale)
+    assert not any(isinstance(layer, replaced) for layer in module.modules())
     waveform = 0.1 * torch.randn(2, 1, 16000)
     with torch.inference_mode():
         torch.testing.assert_close(module(waveform), model(waveform), rtol=1e-4, atol=1e-4)
@@ -270,7 +302,8 @@ def test_int8_leaves_the_spectrogram_front_end_float32(tmp_path):
     calibration = (0.1 * np.random.default_rng(0).standard_normal((8, 1, 8000))).astype(np.float32)
     export.quantise(tmp_path / "model.onnx", tmp_path / "int8.onnx", input_name, calibration, sorted(front_end))
     int8 = onnx.load(str(tmp_path / "int8.onnx")).graph.node
-    dequantised = {output for node in int8 if node.op_type == "DequantizeLinear" for output in node.output}
-    assert not [node.name for node in int8 if node.name in front_end and dequantised & set(node.input)]
-    body = [node for node in int8 if node.op_type == "Conv" and node.name not in front_end]
-    assert body and all(dequantised & set(node.input) for node in body)  # every body convolution is int8
+    assert sorted(node.op_type for node in int8 if node.name in front_end) == sorted(
+        node.op_type for node in float32 if node.name in front_end
+    )  # every front-end node kept, float32
+    body = [node for node in float32 if node.op_type == "Conv" and node.name not in front_end]
+    assert body and len([node for node in int8 if node.op_type == "QLinearConv"]) == len(body)  # every body conv int8
