@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from pathlib import Path
 
-import onnx
 import torch
 
 from stages import export, params
@@ -28,13 +26,10 @@ def sizes(model: torch.nn.Module) -> tuple[int, int]:
     module, input_name = export.exportable(model)
     clips = 0.1 * torch.randn(40, 1, SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as folder:
-        float32, int8 = Path(folder, "model.onnx"), Path(folder, "model.int8.onnx")
-        export.to_onnx(module, clips[:2], input_name, float32)
-        front_end = export.front_end_nodes(onnx.load(str(float32)))
-        export.quantise(float32, int8, input_name, clips.numpy(), front_end)
-        for path in (float32, int8):
-            export.finish(path, {"model": type(model).__name__})
-        return float32.stat().st_size, int8.stat().st_size
+        work = export.write_models(
+            module, clips[:2], input_name, clips.numpy(), folder, {"model": type(model).__name__}
+        )
+        return work["float32"].stat().st_size, work["int8"].stat().st_size
 
 
 def main() -> None:

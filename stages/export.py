@@ -341,6 +341,24 @@ def quantise(source: Path, target: Path, input_name: str, calibration: np.ndarra
         root.setLevel(level)
 
 
+def write_models(
+    module: nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    calibration: np.ndarray,
+    folder: str | Path,
+    metadata: dict[str, str],
+) -> dict[str, Path]:
+    """The float32 and int8 files of ``module`` in ``folder``, finished with ``metadata``, by kind."""
+    work = {"float32": Path(folder, ONNX_MODEL.name), "int8": Path(folder, INT8_MODEL.name)}
+    to_onnx(module, example, input_name, work["float32"])
+    exclude = front_end_nodes(onnx.load(str(work["float32"])))
+    quantise(work["float32"], work["int8"], input_name, calibration, exclude)
+    for path in work.values():
+        finish(path, metadata)
+    return work
+
+
 def spread(count: int, total: int) -> np.ndarray:
     """``count`` indices spread evenly over ``total`` items: calibration clips from the whole training split."""
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int))
@@ -402,13 +420,9 @@ def main() -> None:
         "model": checkpoint["model"]["name"],
     }
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        work = {"float32": Path(folder, ONNX_MODEL.name), "int8": Path(folder, INT8_MODEL.name)}
-        to_onnx(module, torch.from_numpy(test_features[:2]), input_name, work["float32"])
-        exclude = front_end_nodes(onnx.load(str(work["float32"])))
-        quantise(work["float32"], work["int8"], input_name, calibration, exclude)
+        work = write_models(module, torch.from_numpy(test_features[:2]), input_name, calibration, folder, metadata)
         onnx_models = {}
         for kind, path in work.items():
-            finish(path, metadata)
             onnx_models[kind] = OnnxModel(path, threads=config.threads)
             logits = [
                 onnx_models[kind].logits_of(test_features[start : start + BATCH])
