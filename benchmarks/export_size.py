@@ -29,7 +29,7 @@ def sizes(model: torch.nn.Module) -> tuple[int, int]:
         work = export.write_models(
             module, clips[:2], input_name, clips.numpy(), folder, {"model": type(model).__name__}
         )
-        return work["float32"].stat().st_size, work["int8"].stat().st_size
+        return export.file_size(work["float32"]), export.file_size(work["int8"])
 
 
 def main() -> None:
