@@ -6,6 +6,8 @@ scores the test split, test-time shifts included. ``metrics/transfer.json`` gets
 macro-F1, clip count and confusion counts, so ``dvc metrics diff`` shows synthetic-to-real transfer from commit to
 commit. A set whose local path does not exist (such as the FSDD mirror in ``../shared`` on a machine without it) is
 skipped and recorded as skipped, with the path; anything else wrong with a set stops the stage with a message.
+A set whose location is null is turned off and left out of the metrics: `dvc exp run -S transfer.sets={}` cannot
+empty the mapping (DVC merges an override into the section), but `-S transfer.sets.fsdd=null` turns FSDD off.
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def main() -> None:
     )
     metrics = {}
     for name, location in config.sets.items():
-        location = location or ""
+        if location is None:
+            continue
         if missing_local_path(location):
             print(f"warning: transfer set '{name}' skipped: {location} does not exist", file=sys.stderr)
             metrics[name] = {"skipped": f"{location} does not exist"}

@@ -53,6 +53,15 @@ def test_a_missing_local_set_is_skipped_and_recorded(tmp_path):
     assert "warning: transfer set 'fsdd' skipped" in result.stderr
 
 
+def test_a_null_set_is_off_and_fetches_nothing(tmp_path):
+    """Null is how `dvc exp run -S transfer.sets.fsdd=null` turns a set off; "" would fetch the source's URL."""
+    write_model(tmp_path)
+    transfer(tmp_path, {"fsdd": None, "tiny-speech-commands": "nowhere/tiny.tar.gz"})
+    assert json.loads((tmp_path / "metrics/transfer.json").read_text()) == {
+        "tiny-speech-commands": {"skipped": "nowhere/tiny.tar.gz does not exist"}
+    }
+
+
 def test_a_damaged_archive_is_a_clear_error_and_writes_nothing(tmp_path):
     write_model(tmp_path)
     (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b" + bytes(range(200)))
