@@ -70,20 +70,17 @@ RECIPE = [
     "train.lr=0.005",
     "train.epochs=20",
 ]
+# plus 5,000 espeak-ng and 3,000 Piper clips in a recorded source's training split (the synthetic column's source
+# ignores them)
+EMBEDDING_SYNTH = ["data.synthetic_train_clips=5000", "data.piper_train_clips=3000"]
 ROWS: dict[str, list[str]] = {
     # the default: the head on the frozen speech embedding, params.yaml as it is
     "embedding": [],
     # the default without its 500 Kokoro clips (espeak-ng and Piper voices only): what Kokoro's voices add
     "embedding-no-kokoro": ["data.kokoro_clips=0"],
-    # plus 5,000 espeak-ng and 3,000 Piper clips in a recorded source's training split (the synthetic column's
-    # source ignores them)
-    "embedding-synth": ["data.synthetic_train_clips=5000", "data.piper_train_clips=3000"],
+    "embedding-synth": EMBEDDING_SYNTH,
     # embedding-synth scored as the average over 5 copies of each test clip, moved by 0, ± 25 and ± 50 ms
-    "embedding-synth-tta": [
-        "data.synthetic_train_clips=5000",
-        "data.piper_train_clips=3000",
-        "evaluate.test_time_shifts=2",
-    ],
+    "embedding-synth-tta": [*EMBEDDING_SYNTH, "evaluate.test_time_shifts=2"],
     "m5": NOTEBOOK,
     "dscnn": [*NOTEBOOK, "model.name=dscnn", *RECIPE],
     "dscnn-no-eq": [*NOTEBOOK, "model.name=dscnn", *RECIPE, "augment.eq_db=0"],  # the ablation of the equaliser

@@ -300,7 +300,7 @@ class TransferParams(Section):
 
     sets: dict[str, str] = setting(  # noqa: RUF009 (a field with a default_factory: each instance gets a copy)
         {"fsdd": "../shared/datasets/free-spoken-digit-dataset-1.0.10.tar.gz"},
-        "of recorded source names (" + ", ".join(SOURCES[1:]) + ") to a location string",
+        "of recorded source names (" + ", ".join(SOURCES[1:]) + ") to a location string, or null (off)",
         lambda value: all(key in SOURCES[1:] and isinstance(where, str | None) for key, where in value.items()),
     )
     device: str = device()
