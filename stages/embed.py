@@ -6,7 +6,7 @@ made on the waveform before embedding (the embedding cannot be augmented after i
 as another vocal tract), room reverberation, background noise and a level change, the channels real recordings
 come through. Each copy draws from ``(embed.seed, clip, copy)``, so the output is the same on every run.
 
-For a model that takes waveforms (``m5``, ``dscnn``, ``bcresnet``) there is nothing to embed: the stage writes only
+For a model that takes only waveforms (``m5``, ``dscnn``, ``bcresnet``) there is nothing to embed: the stage writes only
 ``info.json`` saying so, and costs nothing.
 """
 
@@ -31,6 +31,7 @@ from stages.splits import SPLIT_NAMES
 
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
 SPEECH_PEAK_DBFS = (-30.0, -1.0)
+EMBEDDED_MODELS = ("embedding", "ensemble")  # the models with a head on the embedding (the ensemble's first member)
 
 
 @functools.lru_cache(maxsize=128)
@@ -94,8 +95,8 @@ def embed_split(split: str, config: EmbedParams) -> dict:
     waveforms, labels = data["waveforms"], data["labels"]
     if data["sample_rate"] != embedding.SAMPLE_RATE:
         raise UserError(
-            f"model 'embedding' needs 16 kHz clips, but {PROCESSED} holds {data['sample_rate']} Hz: "
-            f"set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
+            f"the speech embedding (models embedding and ensemble) needs 16 kHz clips, but {PROCESSED} holds "
+            f"{data['sample_rate']} Hz: set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
         )
     if split == "train" and config.copies:
         waveforms = torch.cat([waveforms, copies(waveforms, data["sample_rate"], config)])
@@ -115,7 +116,7 @@ def main() -> None:
     config = params.load(EmbedParams)
     model = params.load(ModelParams).name
     with atomic_dir(EMBEDDED) as out:
-        if model != "embedding":
+        if model not in EMBEDDED_MODELS:
             write_json(out / "info.json", {"model": model, "embedded": False})
             print(f"{EMBEDDED}: nothing to embed for model '{model}', which takes waveforms", file=sys.stderr)
             return

@@ -45,7 +45,7 @@ from torch import nn
 from stages import embedding, params
 from stages.cli import UserError, run
 from stages.fileio import atomic_path, write_json
-from stages.models import EmbeddingClassifier, load_checkpoint
+from stages.models import EmbeddingClassifier, Ensemble, load_checkpoint
 from stages.params import ExportParams
 from stages.paths import EXPORT_LATENCY, EXPORT_METRICS, INT8_MODEL, MODEL, ONNX_MODEL, split_file
 from stages.predict_onnx import EMBEDDINGS, OnnxModel
@@ -147,6 +147,11 @@ def exportable(model: nn.Module) -> tuple[nn.Module, str]:
     """
     if isinstance(model, EmbeddingClassifier):
         return Head(model).eval(), EMBEDDINGS
+    if isinstance(model, Ensemble):
+        raise UserError(
+            "model 'ensemble' has no ONNX export (its members take different inputs): reproduce up to its scores "
+            "with `dvc exp run evaluate transfer plot`, or export one of its members (model.name embedding or dscnn)"
+        )
     model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, torchaudio.transforms.Spectrogram) and plain_power_spectrogram(module):

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 from stages import embedding
 from stages.cli import UserError
 from stages.features import MFCC, LogMel
 from stages.fileio import write_torch
-from stages.params import SUB_BANDS, BcresnetParams, DscnnParams, EmbeddingParams, M5Params, ModelParams
+from stages.params import SUB_BANDS, BcresnetParams, DscnnParams, EmbeddingParams, M5Params, ModelParams, Section
 
 
 class FirstConv(torch.autograd.Function):
@@ -371,7 +372,50 @@ class EmbeddingClassifier(nn.Module):
         return self.classify(embedding.embed(waveform).to(device))
 
 
-MODELS: dict[str, type[nn.Module]] = {"m5": M5, "dscnn": DSCNN, "bcresnet": BCResNet, "embedding": EmbeddingClassifier}
+class Ensemble(nn.Module):
+    """Members whose class probabilities are averaged; ``forward`` returns the log of that mean, so softmax, argmax
+    and cross-entropy treat it as logits. A member whose ``sample_rate`` differs from the clips' hears them through
+    a resampler. ``train`` trains each member on its own (``resample`` gives a member its training clips); the
+    ensemble itself is never trained.
+    """
+
+    def __init__(self, sample_rate: int, members: list[dict[str, Any]], n_output: int = 10) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(build_model(config, n_output) for config in members)
+        self.resamplers = nn.ModuleList(
+            torchaudio.transforms.Resample(sample_rate, config["sample_rate"])
+            if config.get("sample_rate", sample_rate) != sample_rate
+            else nn.Identity()
+            for config in members
+        )
+
+    @property
+    def first_layer(self) -> nn.Module:
+        """The first member's first learned layer, for the kernels plot."""
+        return self.members[0].first_layer
+
+    @torch.no_grad()
+    def resample(self, index: int, waveforms: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        """Clips ``[clips, 1, samples]`` at member ``index``'s sample rate, as ``forward`` hands them to it."""
+        resampler = self.resamplers[index]
+        return torch.cat([resampler(part) for part in waveforms.split(batch)]) if len(waveforms) else waveforms
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Map ``[batch, 1, samples]`` waveforms to ``[batch, n_output]`` log mean probabilities."""
+        probabilities = [
+            member(resampler(waveform)).float().softmax(dim=-1)
+            for member, resampler in zip(self.members, self.resamplers, strict=True)
+        ]
+        return torch.stack(probabilities).mean(dim=0).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+MODELS: dict[str, type[nn.Module]] = {
+    "m5": M5,
+    "dscnn": DSCNN,
+    "bcresnet": BCResNet,
+    "embedding": EmbeddingClassifier,
+    "ensemble": Ensemble,
+}
 
 
 def takes_embeddings(model: nn.Module) -> bool:
@@ -382,11 +426,26 @@ def takes_embeddings(model: nn.Module) -> bool:
 def model_config(section: ModelParams, sample_rate: int) -> dict[str, Any]:
     """The flat config ``build_model`` takes and a checkpoint keeps, from the ``model`` params section.
 
-    Only the chosen model's own settings are kept, plus the sample rate when its front end needs one. It stays a
-    plain mapping: a checkpoint must load without this version's params classes.
+    Only the chosen model's own settings are kept, plus the sample rate when its front end needs one; an ensemble's
+    lists its members' configs. It stays a plain mapping: a checkpoint must load without this version's params
+    classes.
     """
-    name = section.name
-    config = {"name": name, **section.chosen.as_dict()}
+    if section.name == "ensemble":
+        members = section.ensemble
+        return {
+            "name": "ensemble",
+            "sample_rate": sample_rate,
+            "members": [
+                single_config("embedding", members.embedding, sample_rate),
+                single_config("dscnn", members.dscnn, members.dscnn_sample_rate),
+            ],
+        }
+    return single_config(section.name, section.chosen, sample_rate)
+
+
+def single_config(name: str, settings: Section, sample_rate: int) -> dict[str, Any]:
+    """One architecture's config: its settings, plus the sample rate when its front end needs one."""
+    config = {"name": name, **settings.as_dict()}
     if "sample_rate" in inspect.signature(MODELS[name]).parameters:
         config["sample_rate"] = sample_rate
     return config

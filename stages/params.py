@@ -25,7 +25,7 @@ from stages.cli import UserError
 PARAMS_FILE = Path("params.yaml")
 
 SOURCES = ("synthetic", "tiny-speech-commands", "speech-commands", "fsdd")
-MODELS = ("m5", "dscnn", "bcresnet", "embedding")
+MODELS = ("m5", "dscnn", "bcresnet", "embedding", "ensemble")
 SPLIT_RULES = ("official", "speaker", "loso")
 NORMALISATIONS = ("none", "clip", "band")
 SWITCH = ("auto", "on", "off")
@@ -80,6 +80,12 @@ def device(default: str = "auto") -> Any:
     return setting(default, "auto, cpu, mps, cuda or cuda:N", lambda value: bool(DEVICE_PATTERN.match(value)))
 
 
+def rate_in_hz(default: int) -> Any:
+    return setting(
+        default, "from 1000 to 48000, a multiple of 25", lambda value: 1000 <= value <= 48000 and value % 25 == 0
+    )
+
+
 def is_sha256(value: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-fA-F]{64}", value))
 
@@ -123,9 +129,7 @@ class DataParams(Section):
 class PreprocessParams(Section):
     SECTION: ClassVar[str] = "preprocess"
 
-    sample_rate: int = setting(
-        16000, "from 1000 to 48000, a multiple of 25", lambda value: 1000 <= value <= 48000 and value % 25 == 0
-    )
+    sample_rate: int = rate_in_hz(16000)
     clip_seconds: float = setting(1.0, "> 0 and <= 60", lambda value: 0 < value <= 60)
 
 
@@ -209,6 +213,35 @@ class EmbeddingParams(Section):
 
 
 @dataclass(frozen=True)
+class RecipeParams(Section):
+    """An ensemble member's own training recipe, which replaces these keys of ``train``; the rest is shared."""
+
+    epochs: int = at_least(1, 40)
+    batch_size: int = at_least(1, 128)
+    lr: float = positive(0.001)
+    warmup_epochs: float = at_least(0, 4.0)
+    augment: bool = setting(False)
+
+
+@dataclass(frozen=True)
+class EnsembleParams(Section):
+    """The embedding head and DS-CNN, their class probabilities averaged: the embedding generalises to new voices,
+    DS-CNN to the recorded source's own. The members' settings live here, so the section is the ensemble's whole
+    model (``train`` depends on it alone); DS-CNN hears the clips resampled to ``dscnn_sample_rate``.
+    """
+
+    embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
+    embedding_train: RecipeParams = field(default_factory=RecipeParams)
+    dscnn: DscnnParams = field(default_factory=DscnnParams)
+    dscnn_sample_rate: int = rate_in_hz(8000)
+    dscnn_train: RecipeParams = field(default_factory=lambda: RecipeParams(20, 64, 0.005, 2.0, True))
+
+    def rules(self) -> Iterator[str]:
+        if self.embedding_train.augment:
+            yield "embedding_train.augment must be false: the embedding head's clips are augmented by the embed stage"
+
+
+@dataclass(frozen=True)
 class ModelParams(Section):
     SECTION: ClassVar[str] = "model"
 
@@ -217,6 +250,7 @@ class ModelParams(Section):
     dscnn: DscnnParams = field(default_factory=DscnnParams)
     bcresnet: BcresnetParams = field(default_factory=BcresnetParams)
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
+    ensemble: EnsembleParams = field(default_factory=EnsembleParams)
 
     @property
     def chosen(self) -> Section:
@@ -325,6 +359,17 @@ class ExportParams(Section):
     max_int8_drop: float = at_least(0, 1.0)
     latency_clips: int = at_least(1, 100)
     threads: int = at_least(1, 1)
+
+
+def member_trainings(train: TrainParams, ensemble: EnsembleParams) -> list[TrainParams]:
+    """The ensemble members' train settings, in member order: ``train`` with each member's recipe in place."""
+    trainings = []
+    for name in ("embedding_train", "dscnn_train"):
+        training = dataclasses.replace(train, **getattr(ensemble, name).as_dict())
+        for message in training.rules():
+            raise UserError(f"{PARAMS_FILE}: model.ensemble.{name}: {message}")
+        trainings.append(training)
+    return trainings
 
 
 SECTIONS: dict[str, type[Section]] = {

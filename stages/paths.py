@@ -35,6 +35,13 @@ def split_file(split: str, folder: Path = PROCESSED) -> Path:
     return folder / f"{split}.pt"
 
 
+def member_state(name: str) -> Path:
+    """The resumable state of one ensemble member's training, beside ``TRAIN_STATE``: a finished member's state
+    stays until the whole ensemble is written, so a stopped run trains again only what it had not finished.
+    """
+    return TRAIN_STATE.with_name(f"{TRAIN_STATE.stem}.{name}{TRAIN_STATE.suffix}")
+
+
 def image(name: str) -> Path:
     """One of the plot stage's figures, ``IMAGE_NAMES``."""
     return IMAGES / f"{name}.png"

@@ -2,7 +2,8 @@
 
 Batches are drawn by indexing the on-device tensors, so an epoch does no decoding, resampling or collation.
 Waveform models read ``data/processed``; the ``embedding`` model reads the frozen embeddings of ``data/embedded``
-and trains only its head.
+and trains only its head. The ``ensemble`` trains its members one after the other, each with its own recipe, and
+saves them as one model.
 The test split is never read here: model selection uses the validation split only. The loop is the notebook's
 (Adam; ``make notebook`` runs it exactly), and params add a learning-rate schedule, label smoothing and, for waveform
 models, on-device augmentation.
@@ -19,6 +20,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +54,17 @@ from stages.models import (
     takes_embeddings,
 )
 from stages.params import AugmentParams, ModelParams, TrainParams
-from stages.paths import EMBEDDED, HISTORY, MODEL, PROCESSED, TRAIN_METRICS, TRAIN_STATE, TRAIN_TIMING, split_file
+from stages.paths import (
+    EMBEDDED,
+    HISTORY,
+    MODEL,
+    PROCESSED,
+    TRAIN_METRICS,
+    TRAIN_STATE,
+    TRAIN_TIMING,
+    member_state,
+    split_file,
+)
 from stages.processed import load_split
 from stages.resume import (
     Preempted,
@@ -251,23 +263,76 @@ def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def train(config: TrainParams, model_section: ModelParams, augment_config: AugmentParams) -> None:
-    world = current_world()
-    seed_everything(config.seed + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
-    device = select_device(config.device)
-    if world.size > 1:
-        device = join(world, device)
-    amp = use_amp(config.amp, device)
-    embedded = model_section.name == "embedding"
-    if embedded and config.augment:
-        raise UserError(
-            "params.yaml: train.augment applies to waveform models; the embedding model's training clips are "
-            "augmented before embedding (the embed section): set train.augment to false"
-        )
-    train_x, train_y, train_data = load_split_inputs("train", embedded)
+@dataclass
+class Member:
+    """One model to train: its config, its own train settings, its inputs and labels (in host memory), the sample
+    rate of its waveforms (for augmentation) and the file its resumable state goes to.
+    """
+
+    config: dict
+    train: TrainParams
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    sample_rate: int
+    state_path: Path
+
+
+@dataclass
+class Fitted:
+    """A trained model with its kept weights loaded (``train.checkpoint``), its history and its kept epoch's row."""
+
+    model: torch.nn.Module
+    history: list[dict]
+    epoch_seconds: list[float]
+    best: dict
+    kept: dict
+
+
+def members_of(
+    config: TrainParams, section: ModelParams, config_of_model: dict, n_output: int, sample_rate: int
+) -> list[Member]:
+    """What ``train`` trains: the chosen model on the ``sample_rate`` clips, or each member of the ensemble with its
+    own recipe and inputs (the embedding head its cached embeddings, DS-CNN the clips resampled to its rate).
+    """
+    name = config_of_model["name"]
+    if name != "ensemble":
+        embedded = name == "embedding"
+        if embedded and config.augment:
+            raise UserError(
+                "params.yaml: train.augment applies to waveform models; the embedding model's training clips are "
+                "augmented before embedding (the embed section): set train.augment to false"
+            )
+        return [Member(config_of_model, config, *split_inputs(embedded), sample_rate, TRAIN_STATE)]
+    ensemble = build_model(config_of_model, n_output)
+    trainings = params.member_trainings(config, section.ensemble)
+    members = []
+    for index, (member, training) in enumerate(zip(config_of_model["members"], trainings, strict=True)):
+        embedded = member["name"] == "embedding"
+        train_x, train_y, val_x, val_y = split_inputs(embedded)
+        if not embedded:
+            train_x, val_x = ensemble.resample(index, train_x), ensemble.resample(index, val_x)
+        state = member_state(member["name"])
+        members.append(Member(member, training, train_x, train_y, val_x, val_y, member["sample_rate"], state))
+    return members
+
+
+def split_inputs(embedded: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training and validation inputs (waveforms, or embeddings) and labels, in host memory."""
+    train_x, train_y, _ = load_split_inputs("train", embedded)
     val_x, val_y, _ = load_split_inputs("validation", embedded)
-    label_names = train_data["label_names"]
-    config_of_model = model_config(model_section, train_data["sample_rate"])
+    return train_x, train_y, val_x, val_y
+
+
+def fit(member: Member, augment_config: AugmentParams, world: World, device: torch.device, n_output: int) -> Fitted:
+    """Train one model from its seed (or from its saved state), as the notebook's loop does, with the params'
+    schedule, smoothing and augmentation.
+    """
+    config, config_of_model = member.train, member.config
+    seed_everything(config.seed + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
+    amp = use_amp(config.amp, device)
+    train_x, train_y, val_x, val_y = member.train_x, member.train_y, member.val_x, member.val_y
     expected = stamp(
         {
             "train": {key: value for key, value in config.as_dict().items() if key != "resume"},
@@ -277,19 +342,17 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
         },
         digest(train_x, train_y, val_x, val_y),
     )
-    saved = load_state(TRAIN_STATE, expected) if config.resume else None
+    saved = load_state(member.state_path, expected) if config.resume else None
     train_x = on_device(train_x, device)
     train_y = train_y.to(train_x.device)  # labels stay beside their inputs, where the batch indices are
     val_x, val_y = val_x.to(device), val_y.to(device)
 
-    model = build_model(config_of_model, len(label_names)).to(device)
+    model = build_model(config_of_model, n_output).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = (len(train_y) - len(train_y) % world.size) // world.size
     steps_per_epoch = math.ceil(per_rank / rank_batch_size(config.batch_size, world))
     scheduler = lr_schedule(optimizer, config, steps_per_epoch)
-    augment = (
-        Augment(augment_config, train_data["sample_rate"], config.seed + world.rank, device) if config.augment else None
-    )
+    augment = Augment(augment_config, member.sample_rate, config.seed + world.rank, device) if config.augment else None
     compiled = use_compile(config.compile, device, config.epochs * steps_per_epoch)
     if compiled:
         model.compile()  # in place: the state_dict keeps its keys, so checkpoints stay as they were
@@ -324,13 +387,13 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
         history, epoch_seconds, best = saved["history"], saved["epoch_seconds"], saved["best"]
         start = EpochStart(saved["shuffle"], saved["step"], saved["losses"], saved["correct"])
         first_epoch = saved["epoch"]
-        say(world, f"resuming from {TRAIN_STATE}: epoch {first_epoch}, after batch {saved['step']}")
+        say(world, f"resuming from {member.state_path}: epoch {first_epoch}, after batch {saved['step']}")
 
     def save(epoch: int, at: EpochStart) -> None:
         """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches)."""
         if world.main:
             save_state(
-                TRAIN_STATE,
+                member.state_path,
                 {
                     "stamp": expected,
                     "epoch": epoch,
@@ -376,11 +439,35 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
         save(epoch + 1, start)
         if loop.stop.received and epoch < config.epochs:
             stopped_by_sigterm(world, epoch + 1, 0)
-    del loop, forward  # DDP's reducer goes before its process group: freed after it, it waited forever
+    del loop, forward  # DDP's reducer goes before its process group (``leave``): freed after it, it waited forever
+    kept = history[-1] if history else {}
+    if world.main and config.checkpoint == "best":
+        model.load_state_dict(best["state"])
+        kept = history[best["epoch"] - 1]
+    return Fitted(model, history, epoch_seconds, best, kept)
+
+
+def train(config: TrainParams, model_section: ModelParams, augment_config: AugmentParams) -> None:
+    world = current_world()
+    device = select_device(config.device)
+    if world.size > 1:
+        device = join(world, device)
+    processed = load_split(split_file("train"))
+    label_names = processed["label_names"]
+    audio = {"sample_rate": processed["sample_rate"], "samples": processed["waveforms"].shape[-1]}
+    config_of_model = model_config(model_section, audio["sample_rate"])
+    members = members_of(config, model_section, config_of_model, len(label_names), audio["sample_rate"])
+    fitted = [fit(member, augment_config, world, device, len(label_names)) for member in members]
     leave(world)
     if world.main:
-        write_outputs(model, config, config_of_model, label_names, train_data, history, epoch_seconds, best, device)
-        TRAIN_STATE.unlink(missing_ok=True)
+        model = fitted[0].model
+        if config_of_model["name"] == "ensemble":
+            model = build_model(config_of_model, len(label_names)).to(device)
+            for member, result in zip(model.members, fitted, strict=True):
+                member.load_state_dict(result.model.state_dict())
+        write_outputs(model, config, config_of_model, label_names, audio, fitted, device)
+        for member in members:
+            member.state_path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             TRAIN_STATE.parent.rmdir()  # when nothing else is in it
 
@@ -395,46 +482,69 @@ def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
     sys.exit(143)
 
 
+def member_metrics(result: Fitted) -> dict:
+    """The kept epoch's losses and accuracies, the best validation accuracy and the size of one trained model."""
+    kept, best = result.kept, result.best
+    return {
+        "epoch": kept["epoch"],
+        "train_loss": kept["train_loss"],
+        "train_acc": kept["train_acc"],
+        "val_loss": kept["val_loss"],
+        "val_acc": kept["val_acc"],
+        "best_val_acc": best["val_acc"],
+        "best_epoch": best["epoch"],
+        "parameters": count_parameters(result.model),
+    }
+
+
+def ensemble_metrics(
+    model: torch.nn.Module, config_of_model: dict, fitted: list[Fitted], config: TrainParams, device: torch.device
+) -> dict:
+    """The ensemble's validation loss and accuracy (its members averaged), its size, and each member's metrics."""
+    data = load_split(split_file("validation"))
+    loss, accuracy = score_validation(
+        model, data["waveforms"].to(device), data["labels"].to(device), config.batch_size, use_amp(config.amp, device)
+    )
+    return {
+        "val_loss": loss,
+        "val_acc": accuracy,
+        "parameters": count_parameters(model),
+        "members": {
+            member["name"]: member_metrics(result)
+            for member, result in zip(config_of_model["members"], fitted, strict=True)
+        },
+    }
+
+
 def write_outputs(
     model: torch.nn.Module,
     config: TrainParams,
     config_of_model: dict,
     label_names: list[str],
-    train_data: dict,
-    history: list[dict],
-    epoch_seconds: list[float],
-    best: dict,
+    audio: dict,
+    fitted: list[Fitted],
     device: torch.device,
 ) -> None:
-    """The stage's outputs, each written atomically: model, history, metrics, and the timing log."""
-    kept = history[-1]
-    if config.checkpoint == "best":
-        model.load_state_dict(best["state"])
-        kept = history[best["epoch"] - 1]
-    embedded = "embeddings" in train_data
-    samples = train_data["samples"] if embedded else train_data["waveforms"].shape[-1]
-    audio = {"sample_rate": train_data["sample_rate"], "samples": samples}
+    """The stage's outputs, each written atomically: model, history, metrics, and the timing log. An ensemble's
+    history is its members' one after the other, its epochs numbered on.
+    """
     save_checkpoint(MODEL, model, config_of_model, label_names, audio)
+    history, epoch_seconds = [], []
+    for result in fitted:
+        history += [{**row, "epoch": row["epoch"] + len(history)} for row in result.history]
+        epoch_seconds += result.epoch_seconds
     write_text(HISTORY, history_csv(history))
-    write_json(
-        TRAIN_METRICS,
-        {
-            "epoch": kept["epoch"],
-            "train_loss": kept["train_loss"],
-            "train_acc": kept["train_acc"],
-            "val_loss": kept["val_loss"],
-            "val_acc": kept["val_acc"],
-            "best_val_acc": best["val_acc"],
-            "best_epoch": best["epoch"],
-            "parameters": count_parameters(model),
-        },
-    )
+    if config_of_model["name"] == "ensemble":
+        write_json(TRAIN_METRICS, ensemble_metrics(model, config_of_model, fitted, config, device))
+    else:
+        write_json(TRAIN_METRICS, member_metrics(fitted[0]))
     median = statistics.median(epoch_seconds)
     write_json(
         TRAIN_TIMING,
         {"device": str(device), "epoch_seconds": [round(value, 3) for value in epoch_seconds], "median": median},
     )
-    print(f"saved {MODEL} (epoch {kept['epoch']}); median {median:.2f}s per epoch", file=sys.stderr)
+    kept = ", ".join(f"epoch {result.kept['epoch']}" for result in fitted)
+    print(f"saved {MODEL} ({kept}); median {median:.2f}s per epoch", file=sys.stderr)
 
 
 def main() -> None:
