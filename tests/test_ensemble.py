@@ -13,9 +13,10 @@ import torch
 import torchaudio
 
 from stages import params
+from stages.audio import prepare
 from stages.cli import UserError
 from stages.models import DSCNN, EmbeddingClassifier, Ensemble, load_checkpoint
-from tests.helpers import PARAMETERS, stage, training_until, write_params, write_processed
+from tests.helpers import PARAMETERS, stage, tone, training_until, write_params, write_processed, write_wav
 
 # each member with a recipe of its own: other epochs, batch sizes and learning rates, augmentation for DS-CNN only
 ENSEMBLE = {
@@ -78,6 +79,18 @@ def test_evaluate_and_plot_score_the_ensemble_and_export_refuses_it_by_name(trai
     result = stage("export", root, check=False)
     assert result.returncode == 1 and "model 'ensemble' has no ONNX export" in result.stderr
     assert "Traceback" not in result.stderr and not (root / "models/model.onnx").exists()
+
+
+def test_predict_answers_with_the_ensembles_averaged_probability(trained):
+    root = trained[0]
+    model, checkpoint = load_checkpoint(root / "models/model.pt")
+    path = write_wav(root / "clip.wav", tone(650, 22050, 0.6), 22050)  # another rate, shorter than the window
+    result = stage("predict", root, "--json", "--model", "models/model.pt", "clip.wav")
+    answer = json.loads(result.stdout)
+    with torch.no_grad():
+        expected = model(prepare(path, 16000, 1.0).unsqueeze(0)).exp()[0]
+    assert answer["label"] == checkpoint["label_names"][expected.argmax()]
+    assert answer["probability"] == pytest.approx(expected.max().item(), abs=1e-5)
 
 
 def test_a_stopped_ensemble_resumes_without_training_its_finished_member_again(trained, tmp_path):
