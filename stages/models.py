@@ -436,8 +436,8 @@ def model_config(section: ModelParams, sample_rate: int) -> dict[str, Any]:
             "name": "ensemble",
             "sample_rate": sample_rate,
             "members": [
-                single_config("embedding", members.embedding, sample_rate),
-                single_config("dscnn", members.dscnn, members.dscnn_sample_rate),
+                single_config(name, getattr(members, name), members.sample_rate_of(name, sample_rate))
+                for name in members.MEMBERS
             ],
         }
     return single_config(section.name, section.chosen, sample_rate)

@@ -230,11 +230,17 @@ class EnsembleParams(Section):
     model (``train`` depends on it alone); DS-CNN hears the clips resampled to ``dscnn_sample_rate``.
     """
 
+    MEMBERS: ClassVar[tuple[str, ...]] = ("embedding", "dscnn")  # the order train trains them and a checkpoint keeps
+
     embedding: EmbeddingParams = field(default_factory=EmbeddingParams)
     embedding_train: RecipeParams = field(default_factory=RecipeParams)
     dscnn: DscnnParams = field(default_factory=DscnnParams)
     dscnn_sample_rate: int = rate_in_hz(8000)
     dscnn_train: RecipeParams = field(default_factory=lambda: RecipeParams(20, 64, 0.005, 2.0, True))
+
+    def sample_rate_of(self, member: str, clips_rate: int) -> int:
+        """The rate a member hears: DS-CNN its own, the embedding head the clips' (16 kHz)."""
+        return self.dscnn_sample_rate if member == "dscnn" else clips_rate
 
     def rules(self) -> Iterator[str]:
         if self.embedding_train.augment:
@@ -364,7 +370,7 @@ class ExportParams(Section):
 def member_trainings(train: TrainParams, ensemble: EnsembleParams) -> list[TrainParams]:
     """The ensemble members' train settings, in member order: ``train`` with each member's recipe in place."""
     trainings = []
-    for name in ("embedding_train", "dscnn_train"):
+    for name in (f"{member}_train" for member in ensemble.MEMBERS):
         training = dataclasses.replace(train, **getattr(ensemble, name).as_dict())
         for message in training.rules():
             raise UserError(f"{PARAMS_FILE}: model.ensemble.{name}: {message}")
