@@ -46,6 +46,7 @@ from stages.distributed import (
 from stages.fileio import write_json, write_text
 from stages.inference import batched_logits
 from stages.models import (
+    Ensemble,
     SpectrogramModel,
     build_model,
     count_parameters,
@@ -291,13 +292,13 @@ class Fitted:
 
 
 def members_of(
-    config: TrainParams, section: ModelParams, config_of_model: dict, n_output: int, sample_rate: int
+    config: TrainParams, section: ModelParams, config_of_model: dict, sample_rate: int, ensemble: Ensemble | None
 ) -> list[Member]:
-    """What ``train`` trains: the chosen model on the ``sample_rate`` clips, or each member of the ensemble with its
-    own recipe and inputs (the embedding head its cached embeddings, DS-CNN the clips resampled to its rate).
+    """What ``train`` trains: the chosen model on the ``sample_rate`` clips, or each member of ``ensemble`` with its
+    own recipe and inputs (the embedding head its cached embeddings, DS-CNN the clips through its resampler).
     """
     name = config_of_model["name"]
-    if name != "ensemble":
+    if ensemble is None:
         embedded = name == "embedding"
         if embedded and config.augment:
             raise UserError(
@@ -305,7 +306,6 @@ def members_of(
                 "augmented before embedding (the embed section): set train.augment to false"
             )
         return [Member(config_of_model, config, *split_inputs(embedded), sample_rate, TRAIN_STATE)]
-    ensemble = build_model(config_of_model, n_output)
     trainings = params.member_trainings(config, section.ensemble)
     members = []
     for index, (member, training) in enumerate(zip(config_of_model["members"], trainings, strict=True)):
@@ -456,15 +456,17 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
     label_names = processed["label_names"]
     audio = {"sample_rate": processed["sample_rate"], "samples": processed["waveforms"].shape[-1]}
     config_of_model = model_config(model_section, audio["sample_rate"])
-    members = members_of(config, model_section, config_of_model, len(label_names), audio["sample_rate"])
+    # an ensemble is built once: its resamplers give DS-CNN its clips, and it takes the trained members' weights
+    ensemble = build_model(config_of_model, len(label_names)) if config_of_model["name"] == "ensemble" else None
+    members = members_of(config, model_section, config_of_model, audio["sample_rate"], ensemble)
     fitted = [fit(member, augment_config, world, device, len(label_names)) for member in members]
     leave(world)
     if world.main:
         model = fitted[0].model
-        if config_of_model["name"] == "ensemble":
-            model = build_model(config_of_model, len(label_names)).to(device)
-            for member, result in zip(model.members, fitted, strict=True):
+        if ensemble is not None:
+            for member, result in zip(ensemble.members, fitted, strict=True):
                 member.load_state_dict(result.model.state_dict())
+            model = ensemble.to(device)
         write_outputs(model, config, config_of_model, label_names, audio, fitted, device)
         for member in members:
             member.state_path.unlink(missing_ok=True)
