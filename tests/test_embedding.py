@@ -29,6 +29,29 @@ def test_one_second_at_16_khz_gives_three_windows_of_96():
     assert torch.equal(embedding.embed(waveforms[:1]), vectors[:1])  # a clip's embedding ignores its batch
 
 
+def test_the_sliding_graph_gives_every_window_what_the_wheel_graph_gives_it():
+    import onnxruntime
+
+    mels = np.random.default_rng(0).normal(0, 1, (2, 76 + 5 * 8, 32, 1)).astype(np.float32)  # 6 windows
+    wheel = onnxruntime.InferenceSession(str(embedding.model_dir() / "embedding_model.onnx"))
+    per_window = [wheel.run(None, {"input_1": mels[:, start : start + 76]})[0] for start in range(0, 41, 8)]
+    sliding = embedding.sessions()[1].run(None, {"input_1": mels})[0]
+    assert sliding.shape == (2, 6, 1, 96)
+    np.testing.assert_allclose(sliding[:, :, 0], np.concatenate(per_window, axis=1)[:, :, 0], rtol=0, atol=1e-4)
+
+
+def test_a_longer_clip_gives_a_window_every_80_ms():
+    clip = torch.from_numpy(tone(500, 16000, 1.37)).reshape(1, 1, -1)
+    vectors = embedding.embed(clip)
+    assert vectors.shape == (1, embedding.windows(clip.shape[-1]), 96) == (1, 8, 96)
+    assert torch.equal(vectors[:, :3], embedding.embed(clip[..., :16000]))  # the first second's windows as alone
+
+
+def test_a_graph_other_than_the_embedding_is_refused_by_name():
+    with pytest.raises(UserError, match=r"melspectrogram\.onnx is not the embedding graph"):
+        embedding.sliding_graph(embedding.model_dir() / "melspectrogram.onnx")
+
+
 def test_clips_shorter_than_one_window_are_refused():
     with pytest.raises(UserError, match=r"at least 0\.78 s"):
         embedding.windows(12000)
