@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.run --table-only          # print the tables, and rewrite docs/results.md's
 
     .venv/bin/python -m benchmarks.run --rows m5 --columns synthetic --seeds 0 1 2 3 --jobs 2   # two at a time
+    .venv/bin/python -m benchmarks.run --rows embedding --columns synthetic --long   # and the long-recording test
 
 Each run is one `dvc exp run -n NAME -S ...` in the copy (default: spoken-digits-bench in the temporary folder), so
 `dvc exp show` there lists every run since the copy was made (a code change starts a new copy); results accumulate
@@ -13,6 +14,10 @@ An experiment of the same name in the copy is removed before its run, so a grid 
 With ``--jobs N`` (N > 1) the runs go through DVC's queue (`dvc exp run --queue`, then `dvc queue start --jobs N`),
 each job with ``os.cpu_count() // N`` OpenMP threads; their epoch seconds are not recorded (they shared the cores,
 and DVC's temporary workspaces keep no logs/), and each such result says ``"jobs": N``.
+
+With ``--long`` (one run at a time only) each run's model is also scored by ``benchmarks.long_recordings`` on the FSDD
+clips it never trained on (all 3,000 for the synthetic column, the official test split, or the held-out speaker), as
+given and hidden in long noisy files; the result records both.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 from dvc.repo import Repo
 
+from benchmarks.long_recordings import compare as compare_long
 from benchmarks.macs import count_macs
 from stages import params
 from stages.fileio import write_text
@@ -78,6 +84,10 @@ ROWS: dict[str, list[str]] = {
     "embedding": [],
     # the default without its 500 Kokoro clips (espeak-ng and Piper voices only): what Kokoro's voices add
     "embedding-no-kokoro": ["data.kokoro_clips=0"],
+    # the default with twice its Kokoro clips: whether more of the natural voices still pay for their synthesis time
+    "embedding-kokoro-1000": ["data.kokoro_clips=1000"],
+    # the default with a band limit (cutoff 3.5 to 7 kHz) on 30 % of its augmented copies: narrowband channels
+    "embedding-band-limit": ["embed.band_limit_prob=0.3"],
     "embedding-synth": EMBEDDING_SYNTH,
     # embedding-synth scored as the average over 5 copies of each test clip, moved by 0, ± 25 and ± 50 ms
     "embedding-synth-tta": [*EMBEDDING_SYNTH, "evaluate.test_time_shifts=2"],
@@ -203,6 +213,22 @@ def outcome_of(
     if "accuracy" in transfer.get("fsdd", {}):
         outcome["fsdd_all_accuracy"] = transfer["fsdd"]["accuracy"]
     return outcome
+
+
+def long_clips(item: Run) -> str:
+    """The FSDD clips a run's model never trained on, as ``benchmarks.long_recordings --clips`` names them."""
+    if item.column == "synthetic":
+        return "all"
+    if item.column == "official":
+        return "test"
+    fold = next(int(value.split("=")[1]) for value in item.overrides if value.startswith("data.fold="))
+    return SPEAKERS[fold]
+
+
+def long_recordings(root: Path, item: Run) -> dict:
+    """The run's model on its unseen FSDD clips, as given and hidden in long noisy files (placement seed 0)."""
+    result = compare_long(root / "models/model.pt", FSDD_ARCHIVE, long_clips(item))
+    return {key: result[key] for key in ("clips", "given", "long")}
 
 
 def set_flags(overrides: tuple[str, ...]) -> list[str]:
@@ -353,14 +379,19 @@ def run_queued(root: Path, runs: list[Run], jobs: int, record: Callable[[Run, di
         raise GridError(f"{len(failed)} of {len(runs)} queued runs failed: {', '.join(failed)} (logs above)")
 
 
-def run_grid(root: Path, runs: list[Run], jobs: int, record: Callable[[Run, dict], None]) -> None:
+def run_grid(root: Path, runs: list[Run], jobs: int, record: Callable[[Run, dict], None], long: bool = False) -> None:
     """Run ``runs`` in the workspace ``root``, one at a time (``jobs`` 1) or through DVC's queue, and pass each
-    result to ``record`` as it comes.
+    result to ``record`` as it comes; ``long``: with each model's long-recording test.
     """
+    if long and jobs > 1:
+        raise GridError("--long scores each model in the workspace, so it runs with --jobs 1 only")
     forget(root, runs)
     if jobs == 1:
         for item in runs:
-            record(item, run_one(root, item))
+            outcome = run_one(root, item)
+            if long and FSDD_ARCHIVE.is_file():
+                outcome["long_recordings"] = long_recordings(root, item)
+            record(item, outcome)
     else:
         run_queued(root, runs, jobs, record)
 
@@ -393,6 +424,20 @@ def fold_and_seed(key: str) -> tuple[str, str]:
     return setting.removeprefix("data.fold="), seed
 
 
+def long_cell(runs: dict) -> str:
+    """Mean accuracy of the runs' unseen FSDD clips as given and hidden in long files, per column that has them:
+    all 3,000 clips for the synthetic column, the test split for the official one.
+    """
+    cells = []
+    for column in ("synthetic", "official"):
+        tests = [item["long_recordings"] for item in runs.get(column, {}).values() if "long_recordings" in item]
+        if tests:
+            given = statistics.mean(test["given"] for test in tests)
+            hidden = statistics.mean(test["long"] for test in tests)
+            cells.append(f"{column}: {100 * given:.1f} → {100 * hidden:.1f} (n={len(tests)})")
+    return "; ".join(cells) or "not measured"
+
+
 def loso_means(runs: dict) -> list[float]:
     """One LOSO score per seed: the mean over the six held-out speakers, for the seeds that ran every fold."""
     by_seed: dict[str, list[float]] = {}
@@ -404,8 +449,8 @@ def loso_means(runs: dict) -> list[float]:
 def table(results: dict) -> str:
     lines = [
         "| model | parameters | MACs / clip | s / epoch (FSDD official) | synthetic | all of FSDD (trained without it) "
-        "| FSDD official | FSDD LOSO |",
-        "|---|---|---|---|---|---|---|---|",
+        "| FSDD official | FSDD LOSO | unseen FSDD clips: as given → in long files |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ROWS:
         facts = model_facts(row)
@@ -416,6 +461,7 @@ def table(results: dict) -> str:
             mean_sd([item["fsdd_all_accuracy"] for item in synthetic if "fsdd_all_accuracy" in item]),
             mean_sd([item["accuracy"] for item in runs.get("official", {}).values()]),
             mean_sd(loso_means(runs.get("loso", {}))),
+            long_cell(runs),
         ]
         # only runs that had the machine to themselves: a queued run's epochs shared the cores
         official = [
@@ -483,6 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=jobs_count, default=1, help="runs at a time, through DVC's queue when > 1")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results file to add to")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--long", action="store_true", help="also run each model's long-recording test")
     args = parser.parse_args(argv)
     results = load_results(args.results)
     if not args.table_only:
@@ -497,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
 
         runs = planned_runs(args.rows, columns, args.seeds, args.folds)
         try:
-            run_grid(workspace(args.workdir), runs, args.jobs, record)
+            run_grid(workspace(args.workdir), runs, args.jobs, record, args.long)
         except GridError as error:
             sys.exit(f"error: {error}")
     print(tables(results))

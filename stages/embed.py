@@ -3,8 +3,9 @@
 The embedding is frozen, so it is the same in every epoch and every `dvc exp run` of the head: caching it here is
 what makes a change of ``train.lr`` cost seconds. Training clips also get ``embed.copies`` augmented copies each,
 made on the waveform before embedding (the embedding cannot be augmented after it): a speed warp (pitch and formants,
-as another vocal tract), room reverberation, background noise and a level change, the channels real recordings
-come through. Each copy draws from ``(embed.seed, clip, copy)``, so the output is the same on every run.
+as another vocal tract), room reverberation, background noise, a band limit (telephone, 8 kHz recordings) and a level
+change, the channels real recordings come through. Each copy draws from ``(embed.seed, clip, copy)``, so the output
+is the same on every run.
 
 For a model that takes only waveforms (``m5``, ``dscnn``, ``bcresnet``) there is nothing to embed: the stage writes only
 ``info.json`` saying so, and costs nothing.
@@ -30,6 +31,7 @@ from stages.processed import load_split
 from stages.splits import SPLIT_NAMES
 
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
+BAND_STEP = 500  # band limits are quantised to 500 Hz steps of the narrow rate, for the same reason
 SPEECH_PEAK_DBFS = (-30.0, -1.0)
 EMBEDDED_MODELS = ("embedding", "ensemble")  # the models with a head on the embedding (the ensemble's first member)
 
@@ -55,10 +57,20 @@ def convolve(waveform: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(waveform, size) * torch.fft.rfft(response, size), size)
 
 
+def band_limit(waveform: torch.Tensor, sample_rate: int, cutoff_hz: float) -> torch.Tensor:
+    """``waveform`` without its content above about ``cutoff_hz``, as a telephone or an 8 kHz recording has it:
+    resampled down to twice the cutoff and back, through torchaudio's band-limited sinc kernels.
+    """
+    narrow = round(2 * cutoff_hz / BAND_STEP) * BAND_STEP
+    restored = warp_resampler(narrow, sample_rate)(warp_resampler(sample_rate, narrow)(waveform))
+    samples = waveform.shape[-1]
+    return torch.nn.functional.pad(restored[..., :samples], (0, max(0, samples - restored.shape[-1])))
+
+
 def channel_copy(
     waveform: torch.Tensor, sample_rate: int, config: EmbedParams, rng: np.random.Generator
 ) -> torch.Tensor:
-    """One augmented copy of a ``[1, samples]`` clip: warp, room, re-centred window, noise, level."""
+    """One augmented copy of a ``[1, samples]`` clip: warp, room, re-centred window, noise, band limit, level."""
     samples = waveform.shape[-1]
     if config.speed > 0:
         warp = rng.uniform(1 - config.speed, 1 + config.speed)
@@ -75,6 +87,9 @@ def channel_copy(
         snr_db = rng.uniform(config.snr_db_min, config.snr_db_max)
         noise *= waveform.square().mean().sqrt() / (noise.square().mean().sqrt() * 10 ** (snr_db / 20) + 1e-12)
         waveform = waveform + noise
+    # drawn only when on, so that band_limit_prob 0 leaves every other draw, and so every copy, as it was
+    if config.band_limit_prob > 0 and rng.random() < config.band_limit_prob:
+        waveform = band_limit(waveform, sample_rate, rng.uniform(config.band_limit_hz_min, config.band_limit_hz_max))
     peak = 10 ** (rng.uniform(*SPEECH_PEAK_DBFS) / 20)
     return waveform * peak / waveform.abs().max().clamp_min(1e-8)
 

@@ -281,9 +281,14 @@ class EmbedParams(Section):
     noise_prob: float = share(0.7)
     snr_db_min: float = finite(5.0)
     snr_db_max: float = finite(30.0)
+    band_limit_prob: float = share(0.0)
+    band_limit_hz_min: float = setting(3500.0, "> 0 and < 8000", lambda value: 0 < value < 8000)
+    band_limit_hz_max: float = setting(7000.0, "> 0 and < 8000", lambda value: 0 < value < 8000)
 
     def rules(self) -> Iterator[str]:
-        return snr_rules(self)
+        yield from snr_rules(self)
+        if self.band_limit_hz_min > self.band_limit_hz_max:
+            yield "band_limit_hz_min must be <= band_limit_hz_max"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 
 from stages import embedding, params
 from stages.cli import UserError
-from stages.embed import channel_copy
+from stages.embed import band_limit, channel_copy
 from stages.models import EmbeddingClassifier, build_model, count_parameters, load_checkpoint, model_config
 from tests.helpers import PARAMETERS, stage, tone, write_params, write_processed
 
@@ -70,6 +70,40 @@ def test_the_head_has_its_parameter_count_and_keeps_only_its_own_weights():
 def test_the_embedding_model_refuses_8_khz_audio():
     with pytest.raises(UserError, match=r"preprocess\.sample_rate to 16000"):
         EmbeddingClassifier(sample_rate=8000)
+
+
+def high_share(waveform: torch.Tensor, above_hz: float, rate: int = 16000) -> float:
+    """The share of a clip's energy above ``above_hz``."""
+    power = torch.fft.rfft(waveform.flatten().double()).abs().square()
+    frequencies = torch.fft.rfftfreq(waveform.shape[-1], 1 / rate)
+    return float(power[frequencies > above_hz].sum() / power.sum())
+
+
+def test_a_band_limit_removes_what_lies_above_its_cutoff_and_keeps_the_rest():
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16000))).float() * 0.1
+    narrow = band_limit(noise, 16000, 3500.0)
+    assert narrow.shape == noise.shape
+    assert high_share(noise, 4000) > 0.4 and high_share(narrow, 4000) < 1e-3
+    below = torch.fft.rfftfreq(16000, 1 / 16000) < 3000
+    kept = (
+        torch.fft.rfft(narrow.flatten()).abs().square()[below].sum()
+        / torch.fft.rfft(noise.flatten()).abs().square()[below].sum()
+    )
+    assert 0.95 < float(kept) < 1.05
+
+
+def test_band_limited_copies_lose_their_highs_only_when_asked():
+    clip = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 16000))).float() * 0.1
+    always = params.validate({"embed": {"band_limit_prob": 1.0, "band_limit_hz_max": 3500.0}}, params.EmbedParams)
+    never = params.validate({}, params.EmbedParams)
+    for seed in range(3):
+        assert high_share(channel_copy(clip, 16000, always, np.random.default_rng(seed)), 4000) < 1e-3
+        assert high_share(channel_copy(clip, 16000, never, np.random.default_rng(seed)), 4000) > 0.05
+
+
+def test_a_band_limit_range_upside_down_is_refused_by_name():
+    with pytest.raises(UserError, match="band_limit_hz_min must be <= band_limit_hz_max"):
+        params.validate({"embed": {"band_limit_hz_min": 6000.0, "band_limit_hz_max": 4000.0}}, params.EmbedParams)
 
 
 def test_a_channel_copy_keeps_the_length_and_repeats_under_its_seed():
