@@ -282,8 +282,9 @@ class EmbedParams(Section):
     snr_db_min: float = finite(5.0)
     snr_db_max: float = finite(30.0)
     band_limit_prob: float = share(0.0)
-    band_limit_hz_min: float = setting(3500.0, "> 0 and < 8000", lambda value: 0 < value < 8000)
-    band_limit_hz_max: float = setting(7000.0, "> 0 and < 8000", lambda value: 0 < value < 8000)
+    # from 1 kHz to 7.5 kHz: a band limit needs a narrow rate between 0 and the clips' 16 kHz
+    band_limit_hz_min: float = setting(3500.0, ">= 1000 and <= 7500", lambda value: 1000 <= value <= 7500)
+    band_limit_hz_max: float = setting(7000.0, ">= 1000 and <= 7500", lambda value: 1000 <= value <= 7500)
 
     def rules(self) -> Iterator[str]:
         yield from snr_rules(self)

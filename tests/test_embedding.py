@@ -101,9 +101,11 @@ def test_band_limited_copies_lose_their_highs_only_when_asked():
         assert high_share(channel_copy(clip, 16000, never, np.random.default_rng(seed)), 4000) > 0.05
 
 
-def test_a_band_limit_range_upside_down_is_refused_by_name():
+def test_a_band_limit_range_upside_down_or_out_of_reach_is_refused_by_name():
     with pytest.raises(UserError, match="band_limit_hz_min must be <= band_limit_hz_max"):
         params.validate({"embed": {"band_limit_hz_min": 6000.0, "band_limit_hz_max": 4000.0}}, params.EmbedParams)
+    with pytest.raises(UserError, match=r"band_limit_hz_min.*>= 1000"):
+        params.validate({"embed": {"band_limit_hz_min": 100.0}}, params.EmbedParams)
 
 
 def test_a_channel_copy_keeps_the_length_and_repeats_under_its_seed():
