@@ -24,7 +24,7 @@ import torch
 from stages.audio import prepare
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.sources import DIGITS
+from stages.sources import DIGITS, FSDD_PATTERN, FSDD_TEST_RECORDINGS
 from tools.project import FSDD_ARCHIVE
 
 NOISE_DB = 30.0
@@ -55,12 +55,12 @@ def fsdd_clips(folder: Path, clips: str) -> list[Path]:
     """FSDD's ``<digit>_<speaker>_<n>.wav`` recordings under ``folder``: ``all``, the official ``test`` split
     (recordings 0 to 4 of each speaker and digit) or one speaker's.
     """
-    files = sorted(folder.rglob("recordings/*.wav"))
+    files = [(path, FSDD_PATTERN.match(path.name)) for path in sorted(folder.rglob("recordings/*.wav"))]
     if clips == "all":
-        return files
+        return [path for path, _ in files]
     if clips == "test":
-        return [path for path in files if int(path.stem.split("_")[2]) < 5]
-    return [path for path in files if path.stem.split("_")[1] == clips]
+        return [path for path, match in files if match and int(match["n"]) < FSDD_TEST_RECORDINGS]
+    return [path for path, match in files if match and match["speaker"] == clips]
 
 
 def compare(model_path: Path, archive: Path, clips: str = "all", seed: int = 0, shifts: int = 0) -> dict:

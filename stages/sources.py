@@ -31,6 +31,7 @@ LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SPEAKER_PATTERN = re.compile(r"^(?P<speaker>[^_]+)_nohash_(?P<n>\d+)\.\w+$")
 FSDD_PATTERN = re.compile(r"^(?P<digit>\d)_(?P<speaker>[^_]+)_(?P<n>\d+)\.wav$")
+FSDD_TEST_RECORDINGS = 5  # FSDD's README: recordings 0-4 of each speaker and digit are its test set
 HELD_OUT_FRACTION = 0.1
 # Synthetic clips added to a recorded source's training split; never in the lists, so never held out.
 SYNTHETIC_TRAIN = "synthetic_train"
@@ -174,7 +175,7 @@ def normalise_fsdd(extracted: Path, out: Path) -> None:
         relpath = f"{DIGITS[int(match['digit'])]}/{match['speaker']}_nohash_{match['n']}.wav"
         copy_clip(source, out / relpath)
         index = int(match["n"])
-        if index < 5:
+        if index < FSDD_TEST_RECORDINGS:
             test.append(relpath)
         elif index < 10:
             validation.append(relpath)
