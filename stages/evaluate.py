@@ -16,7 +16,7 @@ from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
 from stages.params import EvaluateParams
 from stages.paths import CONFUSION, EVAL_METRICS, MODEL, split_file
-from stages.processed import load_split
+from stages.processed import check_labels, load_split
 from stages.runtime import select_device
 
 
@@ -39,10 +39,15 @@ def classification_report(predicted: torch.Tensor, actual: torch.Tensor, label_n
 
 
 def confusion_csv(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> str:
+    """One row per clip: the actual and predicted label, then their indices, by which DVC's confusion template
+    (``.dvc/plots/confusion_labels.json``) orders its axes as the model orders its labels.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["actual", "predicted"])
-    writer.writerows((label_names[a], label_names[p]) for a, p in zip(actual.tolist(), predicted.tolist(), strict=True))
+    writer.writerow(["actual", "predicted", "actual_index", "predicted_index"])
+    writer.writerows(
+        (label_names[a], label_names[p], a, p) for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)
+    )
     return buffer.getvalue()
 
 
@@ -52,6 +57,7 @@ def main() -> None:
     model, checkpoint = load_checkpoint(MODEL, device)
     test = load_split(split_file("test"))
     label_names = checkpoint["label_names"]
+    check_labels(MODEL, label_names, split_file("test"), test["label_names"])
     waveforms, actual = test["waveforms"].to(device), test["labels"]
     step = shift_step(config.shift_step_ms, checkpoint["audio"]["sample_rate"])
     shifts = config.test_time_shifts

@@ -16,7 +16,9 @@ from stages.cli import run
 from stages.fileio import atomic_path
 from stages.models import load_checkpoint
 from stages.paths import CONFUSION, HISTORY, MODEL, image, split_file
-from stages.processed import load_split
+from stages.processed import check_labels, load_split
+
+EXAMPLE_COLUMNS = 5
 
 
 def save(figure: plt.Figure, path: Path) -> None:
@@ -52,7 +54,8 @@ def confusion_matrix(rows: list[dict[str, str]], label_names: list[str]) -> plt.
     for row in rows:
         counts[index[row["actual"]], index[row["predicted"]]] += 1
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), layout="constrained")
+    scale = max(1.0, len(label_names) / 10)  # beyond ten classes the figure grows, so each cell's number still fits
+    figure, axes = plt.subplots(1, 2, figsize=(13 * scale, 5.5 * scale), layout="constrained")
     for axis, matrix, title, fmt in ((axes[0], counts, "Counts", "d"), (axes[1], rates, "Normalised by actual", ".2f")):
         image = axis.imshow(matrix, cmap="Blues")
         axis.set(
@@ -141,10 +144,17 @@ def kernels(weights: np.ndarray, sample_rate: int) -> plt.Figure:
 
 
 def examples(test: dict) -> plt.Figure:
-    """The first test waveform of each class."""
+    """The first test waveform of each class, five to a row (ten classes keep the 2 by 5 grid of 14 by 5 inches)."""
     label_names = test["label_names"]
-    figure, axes = plt.subplots(2, 5, figsize=(14, 5), sharex=True, sharey=True, layout="constrained")
+    columns = min(len(label_names), EXAMPLE_COLUMNS)
+    rows = math.ceil(len(label_names) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(14, 2.5 * rows), sharex=True, sharey=True, layout="constrained", squeeze=False
+    )
     time_axis = np.arange(test["waveforms"].shape[-1]) / test["sample_rate"]
+    for spare in range(len(label_names), rows * columns):
+        axes.flat[spare].remove()
+        axes.flat[spare - columns].xaxis.set_tick_params(labelbottom=True)  # shared ticks shown above a gap
     for label, axis in enumerate(axes.flat[: len(label_names)]):
         positions = (test["labels"] == label).nonzero().flatten()
         axis.set_title(label_names[label])
@@ -158,10 +168,12 @@ def examples(test: dict) -> plt.Figure:
 def main() -> None:
     model, checkpoint = load_checkpoint(MODEL)
     label_names = checkpoint["label_names"]
+    test = load_split(split_file("test"))
+    check_labels(MODEL, label_names, split_file("test"), test["label_names"])
     save(learning_curves(read_csv(HISTORY)), image("learning_curves"))
     save(confusion_matrix(read_csv(CONFUSION), label_names), image("confusion_matrix"))
     save(kernels(model.first_layer.weight.detach().numpy(), checkpoint["audio"]["sample_rate"]), image("kernels"))
-    save(examples(load_split(split_file("test"))), image("waveforms"))
+    save(examples(test), image("waveforms"))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ tensor.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -97,3 +97,12 @@ def load_split(path: Path) -> dict[str, Any]:
     except Exception as error:
         raise UserError(f"{path} is not a processed split ({error}); rerun `dvc repro preprocess`") from None
     return data
+
+
+def check_labels(model: Path, model_labels: Sequence[str], split: Path, split_labels: Sequence[str]) -> None:
+    """Refuse a model whose labels differ from a split's: its class indices would be scored as other words."""
+    if list(model_labels) != list(split_labels):
+        raise UserError(
+            f"{model} was trained on labels [{', '.join(model_labels)}] but {split} holds "
+            f"[{', '.join(split_labels)}]: run `dvc repro` to retrain"
+        )

@@ -92,8 +92,11 @@ def build() -> str:
     evaluation = json.loads(read(EVAL_METRICS))
     params = yaml.safe_load(read(PARAMS_FILE)) or {}
     per_class = [[name, *(values[key] for key in PER_CLASS)] for name, values in evaluation["per_class"].items()]
+    # per_class follows the model's label order (the evaluate stage scores the labels in the checkpoint's order)
+    vocabulary = ", ".join(evaluation["per_class"])
     sections = [
-        "<h1>Spoken-digit classifier: run report</h1>",
+        "<h1>Spoken-word classifier: run report</h1>",
+        f"<p>{len(evaluation['per_class'])} labels: {html.escape(vocabulary)}</p>",
         "<h2>Metrics</h2>",
         table(["metric", "value"], scalars(evaluation), "test (metrics/eval.json)"),
         table(["metric", "value"], scalars(train), "training (metrics/train.json)"),
