@@ -14,28 +14,42 @@ from stages.cli import UserError, run
 from stages.fileio import atomic_dir
 from stages.params import DataParams
 from stages.paths import RAW
-from stages.sources import SYNTHETIC_TRAIN, clip_paths, obtain, read_list, write_speaker_disjoint_lists
+from stages.sources import (
+    SYNTHETIC_TRAIN,
+    Vocabulary,
+    clip_paths,
+    obtain,
+    read_list,
+    synthetic_train_paths,
+    write_labels,
+    write_speaker_disjoint_lists,
+)
 
 
-def synthesise(out: Path, n_clips: int, seed: int, piper_clips: int, kokoro_clips: int) -> None:
-    """Write espeak-ng, Piper and Kokoro clips into ``out``; imported here, as only synthetic clips need the engines."""
+def synthesise(out: Path, labels: list[str], n_clips: int, seed: int, piper_clips: int, kokoro_clips: int) -> None:
+    """Write espeak-ng, Piper and Kokoro clips of ``labels`` and their ``labels.txt`` into ``out``; imported here, as
+    only synthetic clips need the engines.
+    """
     from stages.synth import generate
 
-    generate(out, n_clips, seed, piper_clips, kokoro_clips)
+    generate(out, n_clips, seed, piper_clips, kokoro_clips, tuple(labels))
+    write_labels(out, labels)
 
 
 def download(config: DataParams, out: Path) -> None:
     """Fill the empty folder ``out`` with the configured dataset, and the extra synthetic training clips if any."""
+    vocabulary = Vocabulary.of(config)
     if config.source == "synthetic":
         if config.url:
             raise UserError("params.yaml: data.url must be empty for data.source 'synthetic', which is generated")
-        synthesise(out, config.synthetic_clips, config.seed, config.piper_clips, config.kokoro_clips)
+        labels = vocabulary.labels(config.words)
+        synthesise(out, labels, config.synthetic_clips, config.seed, config.piper_clips, config.kokoro_clips)
         write_speaker_disjoint_lists(out)
         return
-    obtain(config.source, config.url, config.sha256, out)
+    labels = obtain(config.source, config.url, config.sha256, out, vocabulary)
     extra_clips = [config.synthetic_train_clips, config.piper_train_clips, config.kokoro_train_clips]
     if any(extra_clips):
-        synthesise(out / SYNTHETIC_TRAIN, extra_clips[0], config.seed, *extra_clips[1:])
+        synthesise(out / SYNTHETIC_TRAIN, labels, extra_clips[0], config.seed, *extra_clips[1:])
 
 
 def main() -> None:
@@ -44,7 +58,7 @@ def main() -> None:
         download(config, out)
     paths = clip_paths(RAW)
     held_out = {split: len(read_list(RAW, split)) for split in ("validation", "test")}
-    extra = len(clip_paths(RAW / SYNTHETIC_TRAIN))
+    extra = len(synthetic_train_paths(RAW))
     print(
         f"{RAW}: {len(paths)} clips from '{config.source}' "
         f"({held_out['validation']} validation, {held_out['test']} test)"

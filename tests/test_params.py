@@ -52,7 +52,8 @@ def test_the_choices_params_offers_are_the_ones_the_code_knows():
         (
             "data",
             {"source": "fsd"},
-            "data.source must be one of synthetic, tiny-speech-commands, speech-commands, fsdd",
+            "data.source must be one of synthetic, tiny-speech-commands, speech-commands, speech-commands-v0.01, fsdd, "
+            "folder",
         ),
         ("data", {"sha256": "abc"}, "data.sha256 must be a string empty or 64 hex digits"),
         ("data", {"synthetic_train_clips": -5}, "data.synthetic_train_clips must be an integer >= 0, got -5"),

@@ -12,7 +12,7 @@ import torch
 
 from stages.audio import prepare
 from stages.processed import load_split, save_split
-from stages.sources import DIGITS
+from stages.sources import DIGITS, write_labels
 from stages.splits import SPLIT_NAMES
 from tests.helpers import tone, write_params, write_wav
 from tools.project import measure
@@ -27,6 +27,7 @@ def write_corpus(root: Path, takes: int) -> list[str]:
     names = [f"{digit}/{speaker}_nohash_{n}.wav" for digit in DIGITS for speaker in SPEAKERS for n in range(takes)]
     for index, name in enumerate(names):
         write_wav(raw / name, tone(100 + index % 300 * 7, RATE, 0.3 + index % 7 * 0.1), RATE)
+    write_labels(raw, DIGITS)
     for split, speaker in (("validation_list", "s1"), ("testing_list", "s2")):
         (raw / f"{split}.txt").write_text("".join(f"{name}\n" for name in names if f"/{speaker}_" in name))
     write_params(root, preprocess={"sample_rate": RATE, "clip_seconds": 1.0})

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from stages.processed import load_split
-from stages.sources import DIGITS, read_list, speaker_disjoint, speaker_of
+from stages.sources import DIGITS, read_list, speaker_disjoint, speaker_of, write_labels
 from stages.splits import SPLIT_NAMES
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
@@ -179,6 +179,7 @@ def test_synthetic_source_refuses_a_url(tmp_path):
 def write_raw(root: Path, speakers: list[str]) -> list[str]:
     names = speech_commands_names(DIGITS, speakers)
     make_tree(root / "data/raw", names, rate=16000)
+    write_labels(root / "data/raw", DIGITS)
     (root / "data/raw/validation_list.txt").write_text("".join(f"{n}\n" for n in names if speakers[1] in n))
     (root / "data/raw/testing_list.txt").write_text("".join(f"{n}\n" for n in names if speakers[2] in n))
     return names

@@ -8,7 +8,7 @@ import pytest
 
 from stages.cli import UserError
 from stages.processed import load_split
-from stages.sources import DIGITS, speaker_of
+from stages.sources import DIGITS, speaker_of, write_labels
 from stages.splits import assign_splits
 from tests.helpers import stage, tone, write_params, write_wav
 
@@ -66,6 +66,7 @@ def test_preprocess_applies_the_split_from_params(tmp_path):
     names = [path for path in PATHS if take(path) in (0, 5, 10)]
     for index, name in enumerate(names):
         write_wav(raw / name, tone(200 + 10 * index, 8000, 0.3), 8000)
+    write_labels(raw, DIGITS)
     (raw / "validation_list.txt").write_text("".join(f"{n}\n" for n in names if take(n) == 5))
     (raw / "testing_list.txt").write_text("".join(f"{n}\n" for n in names if take(n) == 0))
     write_params(tmp_path, data={"split": "loso", "fold": 2})

@@ -165,8 +165,43 @@ def test_kokoro_speakers_blend_the_styles_differently() -> None:
     assert np.array_equal(synth.kokoro_style(styles, 3), blends[3])  # a speaker is the same in every run
 
 
-def test_every_digit_has_kokoro_phonemes_in_its_vocabulary() -> None:
+def test_kokoro_has_its_five_styles_and_the_sentence_endings_in_its_vocabulary() -> None:
     _, vocabulary, styles = synth.kokoro_voice()
-    assert set(synth.KOKORO_PHONEMES) == set(synth.DIGITS) and styles.shape == (5, 510, 256)
-    for phonemes in synth.KOKORO_PHONEMES.values():
-        assert all(symbol in vocabulary for symbol in phonemes + "".join(synth.PIPER_ENDINGS)), phonemes
+    assert styles.shape == (5, 510, 256)
+    assert all(symbol in vocabulary for symbol in synth.PIPER_ENDINGS)
+
+
+def test_open_set_plan_keeps_the_word_clips_and_draws_unknown_words_outside_the_vocabulary() -> None:
+    words = ("yes", "no", "one")
+    plan = synth.plan(600, seed=0, labels=(*words, "_unknown_", "_silence_"))
+    assert [clip.label for clip in plan[:5]] == [*words, "_unknown_", "_silence_"]
+    unknown = [clip.text for clip in plan if clip.label == "_unknown_"]
+    assert len(set(unknown)) > 40 and not set(unknown) & set(words)
+    assert all(clip.text == "" for clip in plan if clip.label == "_silence_")
+    assert all(clip.text == clip.label for clip in plan if clip.label in words)
+    assert len({clip.relpath() for clip in plan}) == len(plan)
+    digits = synth.plan(50, seed=0)
+    assert [(clip.label, clip.text) for clip in digits] == [(clip.label, clip.label) for clip in digits]
+
+
+def test_any_vocabulary_is_said_by_every_engine_with_unknown_words_and_silence(tmp_path: Path) -> None:
+    labels = ("lights on", "stop", "_unknown_", "_silence_")
+    synth.generate(tmp_path, 16, seed=0, piper_clips=8, kokoro_clips=8, labels=labels)
+    for label in labels:
+        files = sorted((tmp_path / label).glob("*.wav"))
+        assert len(files) == 8, label
+        for path in files:
+            wave, rate = soundfile.read(path, dtype="float64")
+            assert rate == 16000 and wave.size == 16000
+            level = 20 * np.log10(np.sqrt(np.mean(wave**2)))
+            if label == "_silence_":
+                assert -56 <= level <= -24, "noise at its drawn level, above preprocess's -60 dBFS floor"
+                assert np.abs(wave).max() < 0.2
+            else:
+                assert np.abs(wave).max() > 10 ** (-21 / 20), "a word at its drawn peak level"
+
+
+def test_a_word_that_cannot_be_said_is_refused_before_any_clip_is_made(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="cannot say 'r2d2'"):
+        synth.generate(tmp_path / "raw", 10, seed=0, labels=("yes", "r2d2"))
+    assert not (tmp_path / "raw").exists()

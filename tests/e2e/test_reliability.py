@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from stages.audio import BadAudio, prepare
 from stages.models import load_checkpoint
 from stages.processed import load_split
-from stages.sources import DIGITS
+from stages.sources import DIGITS, write_labels
 from tests.helpers import (
     REPO,
     commit,
@@ -114,6 +114,7 @@ def test_audio_corpus_through_preprocess_is_kept_or_skipped_with_its_reason(tmp_
     for index, label in enumerate(DIGITS):
         for speaker in ("s0", "s1", "s2"):
             write_wav(raw / label / f"{speaker}_nohash_0.wav", tone(200 + 40 * index, 16000, 0.4), 16000)
+    write_labels(raw, DIGITS)
     (raw / "validation_list.txt").write_text("".join(f"{label}/s1_nohash_0.wav\n" for label in DIGITS))
     (raw / "testing_list.txt").write_text("".join(f"{label}/s2_nohash_0.wav\n" for label in DIGITS))
     for kind in CASES:
