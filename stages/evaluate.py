@@ -14,7 +14,7 @@ from stages.cli import run
 from stages.fileio import write_json, write_text
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
-from stages.params import EvaluateParams
+from stages.params import SILENCE, UNKNOWN, EvaluateParams
 from stages.paths import CONFUSION, EVAL_METRICS, MODEL, split_file
 from stages.processed import check_labels, load_split
 from stages.runtime import select_device
@@ -36,6 +36,24 @@ def classification_report(predicted: torch.Tensor, actual: torch.Tensor, label_n
         "macro_f1": sum(item["f1"] for item in per_class.values()) / len(per_class),
         "per_class": per_class,
     }
+
+
+def open_set_scores(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> dict[str, float]:
+    """For a model with ``_unknown_`` or ``_silence_``: accuracy on the vocabulary's words alone, and the share of
+    other words (``_unknown_`` clips) taken for one of the words, the false accepts a keyword spotter must avoid.
+    """
+    extras = [label_names.index(name) for name in (UNKNOWN, SILENCE) if name in label_names]
+    if not extras:
+        return {}
+    is_word = ~torch.isin(actual, torch.tensor(extras))
+    scores = {"words_accuracy": (predicted[is_word] == actual[is_word]).float().mean().item() if is_word.any() else 0.0}
+    if UNKNOWN in label_names:
+        unknown = actual == label_names.index(UNKNOWN)
+        if unknown.any():
+            scores["unknown_false_accept"] = (
+                (~torch.isin(predicted[unknown], torch.tensor(extras))).float().mean().item()
+            )
+    return scores
 
 
 def confusion_csv(predicted: torch.Tensor, actual: torch.Tensor, label_names: list[str]) -> str:
@@ -71,6 +89,7 @@ def main() -> None:
         "one_pass_accuracy": (one_pass.argmax(dim=1) == actual).float().mean().item(),
         "loss": F.nll_loss(probabilities.clamp_min(1e-12).log(), actual).item(),
         "macro_f1": report["macro_f1"],
+        **open_set_scores(predicted, actual, label_names),
         "clips": len(actual),
         "correct": int((predicted == actual).sum()),
         "per_class": report["per_class"],

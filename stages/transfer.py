@@ -23,7 +23,7 @@ import torch
 from stages import params
 from stages.audio import prepare_many
 from stages.cli import UserError, run
-from stages.evaluate import classification_report
+from stages.evaluate import classification_report, open_set_scores
 from stages.fileio import write_json
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
@@ -89,6 +89,7 @@ def score_set(name: str, location: str, model: torch.nn.Module, checkpoint: dict
     return {
         "accuracy": report["accuracy"],
         "macro_f1": report["macro_f1"],
+        **open_set_scores(predicted, actual, label_names),
         "clips": len(kept),
         "skipped_files": len(paths) - len(kept),
         "confusion": confusion_counts(predicted, actual, label_names),
