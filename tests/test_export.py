@@ -17,8 +17,8 @@ from torch import nn
 
 from stages import export, params
 from stages.cli import UserError
-from stages.models import build_model, model_config, save_checkpoint
-from stages.predict_onnx import OnnxModel
+from stages.models import MODELS, build_model, model_config, save_checkpoint
+from stages.predict_onnx import OnnxModel, softmax
 from tests.helpers import (
     FSDD_ARCHIVE,
     commit,
@@ -50,8 +50,22 @@ runpy.run_module(module, run_name="__main__")
 TINY_MODELS = {
     "m5": {"n_channel": 8},
     "dscnn": {"channels": 8, "blocks": 1},
+    "bcresnet": {"width": 1.0},
     "embedding": {"hidden": 16},
+    "ensemble": {"embedding": {"hidden": 16}, "dscnn": {"channels": 8, "blocks": 1}},
 }
+
+
+def tiny_model(name: str, rate: int, classes: int) -> nn.Module:
+    """An untrained, seeded model ``name`` at its ``TINY_MODELS`` size, in eval mode."""
+    section = params.validate({"model": {"name": name, name: TINY_MODELS[name]}}, params.ModelParams)
+    torch.manual_seed(0)
+    return build_model(model_config(section, rate), classes).eval()
+
+
+def first_two(features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The first two clips of each graph input, as the tensors the exporter traces."""
+    return {name: torch.from_numpy(values[:2]) for name, values in features.items()}
 
 
 def without_torch(module: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -90,9 +104,15 @@ def recordings(root: Path, rate: int) -> list[str]:
     return names
 
 
-@pytest.fixture(scope="module", params=[("dscnn", 8000), ("embedding", 16000)], ids=["dscnn", "embedding"])
+@pytest.fixture(
+    scope="module",
+    params=[("dscnn", 8000), ("embedding", 16000), ("ensemble", 16000)],
+    ids=["dscnn", "embedding", "ensemble"],
+)
 def exported(request, tmp_path_factory):
-    """A project whose model went through the export stage: the spectrogram model and the embedding head."""
+    """A project whose model went through the export stage: a spectrogram model, the embedding head and the ensemble
+    of the two (one graph that takes both the embeddings and the waveform).
+    """
     name, rate = request.param
     root = project(tmp_path_factory.mktemp(name), name, rate)
     stage("export", root)
@@ -103,13 +123,15 @@ def test_export_writes_both_models_and_the_metrics(exported):
     root, name, _ = exported
     metrics = json.loads((root / "metrics/export.json").read_text())
     assert metrics["model"] == name and metrics["test_clips"] == 30 and metrics["calibration_clips"] == 30
+    fields = {"model", "input", "opset", "test_clips", "calibration_clips", "pytorch", "float32", "int8"}
+    assert set(metrics) - {"feature_step"} == fields | {"int8_size_ratio"}  # the same fields for every model
     for kind, path in (("float32", "models/model.onnx"), ("int8", "models/model.int8.onnx")):
         assert metrics[kind]["size_bytes"] == (root / path).stat().st_size
         assert 0 <= metrics[kind]["accuracy"] <= 1
     assert metrics["float32"]["agreement"] == 1.0
     latency = json.loads((root / "logs/export_latency.json").read_text())  # untracked: it changes on every run
     assert all(latency[kind]["latency_ms"] > 0 for kind in ("pytorch", "float32", "int8"))
-    assert ("feature_step" in metrics) == ("feature_step" in latency) == (name == "embedding")
+    assert ("feature_step" in metrics) == ("feature_step" in latency) == (name in ("embedding", "ensemble"))
     int8 = onnx.load(str(root / "models/model.int8.onnx"))
     int8_ops = {node.op_type for node in int8.graph.node}
     assert "QuantizeLinear" in int8_ops and int8_ops & {"QLinearConv", "QGemm", "QLinearMatMul"}
@@ -118,10 +140,11 @@ def test_export_writes_both_models_and_the_metrics(exported):
 
 def test_the_written_files_hold_short_names_and_no_restated_defaults(exported):
     root, name, _ = exported
+    inputs = {"embedding": ["embeddings"], "ensemble": ["embeddings", "waveform"]}.get(name, ["waveform"])
     for path in ("models/model.onnx", "models/model.int8.onnx"):
         graph = onnx.load(str(root / path)).graph
+        assert [value.name for value in graph.input] == inputs and [value.name for value in graph.output] == ["logits"]
         outer = {value.name for value in (*graph.input, *graph.output)}
-        assert outer == {"embeddings" if name == "embedding" else "waveform", "logits"}
         names = {name for node in graph.node for name in (*node.input, *node.output)} - outer - {""}
         assert names and max(map(len, names)) <= 3 and not any(node.name for node in graph.node)
         defaults = {"auto_pad": b"NOTSET", "group": 1, "ceil_mode": 0, "storage_order": 0}
@@ -219,7 +242,7 @@ class Unexportable(nn.Module):
 
 def test_an_op_onnx_cannot_express_is_named_with_its_layer_and_nothing_is_written(tmp_path):
     with pytest.raises(UserError) as raised:
-        export.to_onnx(Unexportable().eval(), torch.randn(2, 8, 8), "waveform", tmp_path / "model.onnx")
+        export.to_onnx(Unexportable().eval(), {"waveform": torch.randn(2, 8, 8)}, tmp_path / "model.onnx")
     message = str(raised.value)
     assert "layer 'odd' (Eigen) uses aten.linalg_eig" in message and "opset 18" in message
     assert list(tmp_path.iterdir()) == []
@@ -257,13 +280,41 @@ def test_the_exported_mel_filterbank_is_torchaudios_bit_for_bit(n_stft, sample_r
 def test_every_spectrogram_model_is_exported_with_the_dft_and_filterbank_front_end(name):
     config = model_config(params.validate({"model": {"name": name}}, params.ModelParams), 16000)
     model = build_model(config, 10).eval()
-    module, input_name = export.exportable(model)
-    assert input_name == "waveform" and module is not model
+    module, inputs = export.exportable(model)
+    assert inputs == ("waveform",) and module is not model
     replaced = (torchaudio.transforms.Spectrogram, torchaudio.transforms.MelScale)
     assert not any(isinstance(layer, replaced) for layer in module.modules())
     waveform = 0.1 * torch.randn(2, 1, 16000)
     with torch.inference_mode():
         torch.testing.assert_close(module(waveform), model(waveform), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_exports_with_another_class_count(name, tmp_path):
+    """Every model, with 12 classes instead of the ten digits, through the export code: both files answer
+    ``[clips, 12]``, and the float32 file's probabilities, from the torch-free predictor's feature path, are PyTorch's.
+    """
+    classes, rate = 12, 16000
+    model = tiny_model(name, rate, classes)
+    clips = 0.1 * torch.randn(5, 1, rate, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(clips).softmax(dim=-1).numpy()
+    assert expected.shape == (5, classes)
+    module, inputs = export.exportable(model)
+    calibration = export.graph_inputs(inputs, clips)
+    labels = [f"word{index}" for index in range(classes)]
+    metadata = {"label_names": json.dumps(labels), "sample_rate": str(rate), "samples": str(rate)}
+    work = export.write_models(
+        module, first_two(calibration), calibration, tmp_path, {**metadata, "input": ",".join(inputs)}
+    )
+    for kind, path in work.items():
+        onnx_model = OnnxModel(path)
+        assert onnx_model.label_names == labels and onnx_model.session.get_outputs()[0].shape[-1] == classes
+        probabilities = softmax(onnx_model.logits(clips[:, 0].numpy()))
+        assert probabilities.shape == (5, classes) and np.allclose(probabilities.sum(axis=-1), 1, atol=1e-5)
+        if kind == "float32":
+            np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+            assert (probabilities.argmax(axis=-1) == expected.argmax(axis=-1)).all()
 
 
 def test_an_int8_model_that_loses_too_much_fails_naming_both_accuracies():
@@ -290,17 +341,19 @@ def test_dvc_repro_runs_the_export_stage_and_then_has_nothing_to_do(tmp_path):
     assert "Running stage 'export'" in dvc(root, "repro", "--single-item", "export").stdout
 
 
-def test_int8_leaves_the_spectrogram_front_end_float32(tmp_path):
-    config = model_config(
-        params.validate({"model": {"name": "dscnn", "dscnn": TINY_MODELS["dscnn"]}}, params.ModelParams), 8000
-    )
-    module, input_name = export.exportable(build_model(config, 10).eval())
-    export.to_onnx(module, 0.1 * torch.randn(2, 1, 8000), input_name, tmp_path / "model.onnx")
+@pytest.mark.parametrize(("name", "rate"), [("dscnn", 8000), ("ensemble", 16000)])
+def test_int8_leaves_the_spectrogram_front_end_float32(name, rate, tmp_path):
+    """The ensemble's front end includes the resampler in front of DS-CNN: 8-bit audio would lose the word."""
+    model = tiny_model(name, rate, classes=10)
+    module, inputs = export.exportable(model)
+    calibration = export.graph_inputs(inputs, 0.1 * torch.randn(8, 1, rate, generator=torch.Generator().manual_seed(0)))
+    export.to_onnx(module, first_two(calibration), tmp_path / "model.onnx")
     front_end = set(export.front_end_nodes(onnx.load(str(tmp_path / "model.onnx"))))
     float32 = onnx.load(str(tmp_path / "model.onnx")).graph.node
     assert {node.op_type for node in float32 if node.name in front_end} >= {"Conv", "MatMul", "Log"}  # DFT, mels, log
-    calibration = (0.1 * np.random.default_rng(0).standard_normal((8, 1, 8000))).astype(np.float32)
-    export.quantise(tmp_path / "model.onnx", tmp_path / "int8.onnx", input_name, calibration, sorted(front_end))
+    front_convs = [node for node in float32 if node.op_type == "Conv" and node.name in front_end]
+    assert len(front_convs) == (2 if name == "ensemble" else 1)  # the DFT, and the ensemble's resampler
+    export.quantise(tmp_path / "model.onnx", tmp_path / "int8.onnx", calibration, sorted(front_end))
     int8 = onnx.load(str(tmp_path / "int8.onnx")).graph.node
     assert sorted(node.op_type for node in int8 if node.name in front_end) == sorted(
         node.op_type for node in float32 if node.name in front_end
