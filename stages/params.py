@@ -99,22 +99,28 @@ def is_sha256(value: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-fA-F]{64}", value))
 
 
+def label_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label (a folder name and a word people read), or None."""
+    if name != name.lower():
+        return f"'{name}' is mixed-case: labels are lowercase, so write '{name.lower()}'"
+    if name.startswith("_"):
+        return f"'{name}' starts with '_', which marks {UNKNOWN} and {SILENCE}: set data.unknown or data.silence"
+    if not WORD_PATTERN.match(name) or name != name.strip():
+        return f"'{name}' is not a label: use letters, digits, spaces, hyphens, apostrophes or underscores"
+    return None
+
+
 def word_problems(words: list) -> Iterator[str]:
-    """What is wrong with a ``data.words`` list, each as the rest of a sentence that starts with its key."""
+    """What is wrong with a ``data.words`` list, each message starting with the key."""
     if not words:
-        yield "is empty: name at least one word, or null to take the labels from a folder source's folder names"
+        yield "words is empty: name at least one word, or null to take the labels from a folder source's folder names"
     seen = set()
     for word in words:
-        if not isinstance(word, str):
-            yield f"must hold words as strings, got {word!r}"
-        elif word != word.lower():
-            yield f"must hold lowercase words (labels are compared exactly), got '{word}': write '{word.lower()}'"
-        elif word.startswith("_"):
-            yield f"'{word}' starts with '_', which marks {UNKNOWN} and {SILENCE}: set data.unknown or data.silence"
-        elif not WORD_PATTERN.match(word) or word != word.strip():
-            yield f"'{word}' is not a label: use letters, digits, spaces, hyphens, apostrophes or underscores"
+        problem = label_problem(word) if isinstance(word, str) else f"{word!r} is not text: write it in quotes"
+        if problem:
+            yield f"words: {problem}"
         elif word in seen:
-            yield f"names '{word}' twice"
+            yield f"words names '{word}' twice"
         seen.add(word)
 
 
@@ -161,8 +167,7 @@ class DataParams(Section):
             if self.source != "folder":
                 yield f"words: null takes the labels from a folder of recordings; source '{self.source}' needs words"
             return
-        for problem in word_problems(self.words):
-            yield f"words {problem}"
+        yield from word_problems(self.words)
         if len(self.words) + self.unknown + self.silence < 2:
             yield "a classifier needs at least two classes: add a word, or set unknown or silence to true"
 

@@ -33,7 +33,7 @@ from stages.archives import extract
 from stages.cli import UserError
 from stages.fetch import fetch
 from stages.fileio import write_text
-from stages.params import DIGITS, SILENCE, UNKNOWN, WORD_PATTERN, DataParams
+from stages.params import DIGITS, SILENCE, UNKNOWN, DataParams, label_problem
 
 LABELS_FILE = "labels.txt"
 LIST_FILES = {"validation": "validation_list.txt", "test": "testing_list.txt"}
@@ -360,10 +360,9 @@ def read_fsdd(extracted: Path, _vocabulary: Vocabulary) -> Recording:
 
 def folder_problem(name: str, words: tuple[str, ...] | None, unknown: bool) -> str | None:
     """Why a label folder of a user's recordings cannot be used as it stands, or None."""
-    if name != name.lower():
-        return f"folder '{name}' is mixed-case: labels are lowercase words; rename it '{name.lower()}'"
-    if not WORD_PATTERN.match(name):
-        return f"folder '{name}' is not a label: use letters, digits, spaces, hyphens, apostrophes or underscores"
+    problem = label_problem(name)
+    if problem:
+        return f"folder {problem}"
     if words is not None and name not in words and not unknown:
         return (
             f"folder '{name}' is not in data.words ({', '.join(words)}): add it, remove the folder, "

@@ -93,7 +93,7 @@ def test_a_folder_without_lists_but_with_speakers_is_split_by_speaker(tmp_path):
 @pytest.mark.parametrize(
     ("labels", "words", "message"),
     [
-        (["Yes", "no"], None, "folder 'Yes' is mixed-case: labels are lowercase words; rename it 'yes'"),
+        (["Yes", "no"], None, "folder 'Yes' is mixed-case: labels are lowercase, so write 'yes'"),
         (["yes", "no", "maybe"], ["yes", "no"], "folder 'maybe' is not in data.words (yes, no)"),
         (["yes", "no"], ["yes", "no", "go"], "has no clips of 'go'"),
     ],
@@ -127,7 +127,7 @@ def test_a_folder_label_with_no_clips_is_refused(tmp_path):
     [
         ({"words": []}, "words is empty"),
         ({"words": ["yes", "no", "yes"]}, "names 'yes' twice"),
-        ({"words": ["yes", "No"]}, "got 'No': write 'no'"),
+        ({"words": ["yes", "No"]}, "words: 'No' is mixed-case: labels are lowercase, so write 'no'"),
         ({"words": ["r2d2", "yes"]}, "the synthesiser cannot say 'r2d2'"),
     ],
 )
