@@ -1,1 +1,1 @@
-"""DVC pipeline stages and the shared code they use for the spoken-digit classifier."""
+"""DVC pipeline stages and the shared code they use for the spoken-word classifier."""

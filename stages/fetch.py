@@ -26,7 +26,7 @@ TIMEOUT_S = 60.0  # longest silence from the server before an attempt counts as 
 ATTEMPTS = 4
 BACKOFF_S = 2.0  # wait before the second attempt; doubled before each later one
 CHUNK = 1 << 20
-USER_AGENT = "spoken-digits-pipeline/0.1"
+USER_AGENT = "spoken-words-pipeline/0.1"
 
 
 class RetryableError(Exception):

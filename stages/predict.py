@@ -1,4 +1,4 @@
-"""Predict the spoken digit of audio files: ``python -m stages.predict FILE.wav [FILE ...] [--json]``.
+"""Predict the spoken word of audio files: ``python -m stages.predict FILE.wav [FILE ...] [--json]``.
 
 Any sample rate and channel count is accepted and prepared exactly as the preprocess stage does: the spoken word is
 found in a recording of any length (up to its first minute) and the window is centred on it; a file with no speech
