@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
-from stages.cli import UserError
+from stages.cli import NO_SPACE, NoSpace, UserError
+from stages.fileio import ensure_space
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 ZIP_SUFFIXES = (".zip",)
@@ -85,6 +86,8 @@ def _user_errors(archive: Path, dest: Path) -> Iterator[None]:
     except OSError as error:
         if error.errno is None:  # bz2 reports bad compressed data as an OSError without an errno
             raise _damaged(archive, error) from None
+        if error.errno in NO_SPACE:
+            raise NoSpace(dest) from None
         raise UserError(f"cannot extract {archive} into {dest}: {error}") from None
 
 
@@ -113,6 +116,8 @@ def _extract_tar(archive: Path, dest: Path, max_members: int, max_bytes: int) ->
                 raise _refusal(archive, info.name, f"is past the limit of {max_members} members (an archive bomb?)")
             members.append(_tar_member(archive, info))
         _check(archive, members, max_bytes)
+        # the declared sizes, checked against the free space: tar reads exactly these, zip refuses more (below)
+        ensure_space(dest, sum(member.size for member in members))
         tar.errorlevel = 2  # raise on every problem instead of logging and carrying on
         tar.extractall(dest, filter="data")  # the stdlib's own checks, on top of ours
 
@@ -142,6 +147,7 @@ def _extract_zip(archive: Path, dest: Path, max_members: int, max_bytes: int) ->
             raise _refusal(archive, name, f"is past the limit of {max_members} members (an archive bomb?)")
         members = [_zip_member(archive, info) for info in infos]
         _check(archive, members, max_bytes)
+        ensure_space(dest, sum(member.size for member in members))
         written = 0
         for info, member in zip(infos, members, strict=True):
             target = dest.joinpath(*member.parts)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stages import params
 from stages.cli import UserError, run
-from stages.fileio import atomic_dir
+from stages.fileio import atomic_dir, ensure_space
 from stages.params import DataParams
 from stages.paths import RAW
 from stages.sources import (
@@ -25,13 +25,17 @@ from stages.sources import (
     write_speaker_disjoint_lists,
 )
 
+WAV_HEADER_BYTES = 44  # libsndfile's canonical header for 16-bit PCM
+
 
 def synthesise(out: Path, labels: list[str], n_clips: int, seed: int, piper_clips: int, kokoro_clips: int) -> None:
     """Write espeak-ng, Piper and Kokoro clips of ``labels`` and their ``labels.txt`` into ``out``; imported here, as
     only synthetic clips need the engines.
     """
-    from stages.synth import generate
+    from stages.synth import CLIP_SAMPLES, generate
 
+    # every clip a 1 s, 16-bit WAV: refused now if the disk cannot hold them, not after hours of synthesis
+    ensure_space(out, (n_clips + piper_clips + kokoro_clips) * (WAV_HEADER_BYTES + 2 * CLIP_SAMPLES))
     generate(out, n_clips, seed, piper_clips, kokoro_clips, tuple(labels))
     write_labels(out, labels)
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from stages import embedding, params
 from stages.audio import locate
 from stages.cli import UserError, run
-from stages.fileio import atomic_dir, write_json, write_torch
+from stages.fileio import atomic_dir, ensure_space, write_json, write_torch
 from stages.params import EmbedParams, ModelParams
 from stages.paths import EMBEDDED, PROCESSED, split_file
 from stages.processed import load_split
@@ -127,6 +127,15 @@ def embed_split(split: str, config: EmbedParams) -> dict:
     }
 
 
+def embedded_bytes(split: str, config: EmbedParams) -> int:
+    """The bytes of one split's embeddings, float32 ``[rows, windows, 96]``, known before any is computed."""
+    data = load_split(split_file(split))
+    if data["sample_rate"] != embedding.SAMPLE_RATE:
+        return 0  # embed_split refuses it, saying why
+    rows = len(data["labels"]) * (1 + config.copies if split == "train" else 1)
+    return rows * embedding.windows(data["waveforms"].shape[-1]) * embedding.EMBEDDING_SIZE * 4
+
+
 def main() -> None:
     config = params.load(EmbedParams)
     model = params.load(ModelParams).name
@@ -135,6 +144,8 @@ def main() -> None:
             write_json(out / "info.json", {"model": model, "embedded": False})
             print(f"{EMBEDDED}: nothing to embed for model '{model}', which takes waveforms", file=sys.stderr)
             return
+        # refused now, not after embedding for hours until the disk is full
+        ensure_space(out, sum(embedded_bytes(split, config) for split in SPLIT_NAMES))
         counts = {}
         for split in SPLIT_NAMES:
             result = embed_split(split, config)

@@ -46,7 +46,7 @@ from torch import nn
 
 from stages import embedding, params
 from stages.cli import UserError, run
-from stages.fileio import atomic_path, write_json
+from stages.fileio import atomic_path, ensure_space, write_json
 from stages.models import EmbeddingClassifier, Ensemble, load_checkpoint
 from stages.params import ExportParams
 from stages.paths import EXPORT_LATENCY, EXPORT_METRICS, INT8_MODEL, MODEL, ONNX_MODEL, split_file
@@ -489,6 +489,7 @@ def main() -> None:
                 calls["feature_step"] = embedding.embed_batch
             latency = median_ms(calls, latency_clips)
         sizes = {kind: file_size(path) for kind, path in work.items()}
+        ensure_space(ONNX_MODEL.parent, sum(sizes.values()))  # both or neither: not a new float32 beside an old int8
         for kind, target in (("float32", ONNX_MODEL), ("int8", INT8_MODEL)):
             with atomic_path(target) as tmp:
                 shutil.copyfile(work[kind], tmp)

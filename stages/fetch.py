@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 from tqdm import tqdm
 
 from stages.cli import UserError
-from stages.fileio import atomic_path
+from stages.fileio import atomic_path, ensure_space
 
 SCHEMES = ("http", "https", "file")
 TIMEOUT_S = 60.0  # longest silence from the server before an attempt counts as failed
@@ -120,7 +120,7 @@ def _download(url: str, workdir: Path, expected: str) -> Path:
             with atomic_path(final) as part:  # a failed attempt leaves no file behind
                 digest = hashlib.sha256()
                 with open(part, "wb") as out:
-                    for chunk in _body(url, final.name):
+                    for chunk in _body(url, final):
                         digest.update(chunk)
                         out.write(chunk)
                 if expected:
@@ -146,8 +146,11 @@ def _file_name(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "download"
 
 
-def _body(url: str, label: str) -> Iterator[bytes]:
-    """Yield the response body in chunks; transient failures raise RetryableError, permanent ones UserError."""
+def _body(url: str, final: Path) -> Iterator[bytes]:
+    """Yield the response body in chunks; transient failures raise RetryableError, permanent ones UserError.
+
+    A Content-Length the disk that holds ``final`` has no room for is refused before the first byte is written.
+    """
     # fetch() checked the scheme and HttpOnlyRedirects checks redirects, so this never reaches file: or ftp:.
     # Quoting turns spaces and non-ASCII characters, which http.client refuses, into %-escapes.
     quoted = quote(url, safe=":/?#[]@!$&'()*+,;=%~")
@@ -159,8 +162,16 @@ def _body(url: str, label: str) -> Iterator[bytes]:
         with opener.open(request, timeout=TIMEOUT_S) as response:
             header = response.headers.get("Content-Length", "")
             length = int(header) if header.isdigit() else None
+            if length is not None:
+                ensure_space(final.parent, length)
             with tqdm(
-                total=length, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr, disable=None
+                total=length,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=final.name,
+                file=sys.stderr,
+                disable=None,
             ) as bar:
                 while chunk := response.read(CHUNK):
                     received += len(chunk)

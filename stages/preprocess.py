@@ -22,10 +22,10 @@ from tqdm import tqdm
 from stages import params
 from stages.audio import prepare_many
 from stages.cli import UserError, run
-from stages.fileio import atomic_dir, write_json
+from stages.fileio import atomic_dir, ensure_space, write_json
 from stages.params import DataParams, PreprocessParams
 from stages.paths import PROCESSED, RAW, split_file
-from stages.processed import save_metadata, waveform_file, waveform_path
+from stages.processed import WAVEFORM_DTYPE, save_metadata, waveform_file, waveform_path
 from stages.sources import (
     LIST_FILES,
     SYNTHETIC_TRAIN,
@@ -60,6 +60,8 @@ def preprocess(config: PreprocessParams, out: Path, rule: str = "official", fold
     synthetic = [f"{SYNTHETIC_TRAIN}/{path}" for path in synthetic_train_paths(RAW)]
     splits["train"] += synthetic
     clips += synthetic
+    # the split files' size if every clip decodes, refused now rather than after decoding until the disk is full
+    ensure_space(out, len(clips) * samples * WAVEFORM_DTYPE.itemsize)
     split_of = {path: split for split, paths in splits.items() for path in paths}
     kept: dict[str, list[str]] = {split: [] for split in splits}
     skipped = []
