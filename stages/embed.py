@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import os
 import sys
 
 import numpy as np
@@ -30,6 +29,7 @@ from stages.fileio import atomic_dir, write_json, write_torch
 from stages.params import EmbedParams, ModelParams
 from stages.paths import EMBEDDED, PROCESSED, split_file
 from stages.processed import load_split
+from stages.runtime import worker_count
 from stages.splits import SPLIT_NAMES
 
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
@@ -111,14 +111,6 @@ def embed_chunk(task: tuple[int, int, int, EmbedParams]) -> np.ndarray:
             made.append(channel_copy(waveforms[index], sample_rate, config, rng))
         clips.append(torch.stack(made))
     return embedding.embed_batch(torch.cat(clips).flatten(1).numpy())
-
-
-def worker_count() -> int:
-    """Processes for the pool: OMP_NUM_THREADS where set (queued experiments share the cores that way), else every
-    core.
-    """
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    return int(threads) if threads.isdigit() and int(threads) > 0 else os.cpu_count() or 1
 
 
 def one_thread() -> None:
