@@ -14,6 +14,7 @@ For a model that takes only waveforms (``m5``, ``dscnn``, ``bcresnet``) there is
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import sys
 
 import numpy as np
@@ -28,12 +29,14 @@ from stages.fileio import atomic_dir, ensure_space, write_json, write_torch
 from stages.params import EmbedParams, ModelParams
 from stages.paths import EMBEDDED, PROCESSED, split_file
 from stages.processed import load_split
+from stages.runtime import worker_count
 from stages.splits import SPLIT_NAMES
 
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
 BAND_STEP = 500  # band limits are quantised to 500 Hz steps of the narrow rate, for the same reason
 SPEECH_PEAK_DBFS = (-30.0, -1.0)
 EMBEDDED_MODELS = ("embedding", "ensemble")  # the models with a head on the embedding (the ensemble's first member)
+CHUNK = 64  # clips per worker task: small enough to stay in cache, large enough to amortise a task's overhead
 
 
 @functools.lru_cache(maxsize=128)
@@ -94,13 +97,53 @@ def channel_copy(
     return waveform * peak / waveform.abs().max().clamp_min(1e-8)
 
 
-def copies(waveforms: torch.Tensor, sample_rate: int, config: EmbedParams) -> torch.Tensor:
-    """``config.copies`` augmented copies of every clip, copy-major: ``[copies * clips, 1, samples]``."""
-    out = torch.empty(config.copies * len(waveforms), *waveforms.shape[1:])
-    jobs = [(copy, index) for copy in range(config.copies) for index in range(len(waveforms))]
-    for position, (copy, index) in enumerate(tqdm(jobs, desc="augmented copies", unit="clip", leave=False)):
-        rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(index, copy)))
-        out[position] = channel_copy(waveforms[index], sample_rate, config, rng)
+def embed_chunk(task: tuple[int, int, int, EmbedParams]) -> np.ndarray:
+    """Embeddings ``[(copies + 1) * clips, windows, 96]`` of clips ``start:stop`` of the split the pool was made for,
+    and of ``copies`` augmented copies of each, copy-major; each copy drawn from ``(embed.seed, clip, copy)``.
+    """
+    start, stop, copies, config = task
+    waveforms, sample_rate = _SPLIT["waveforms"], _SPLIT["sample_rate"]
+    clips = [waveforms[start:stop]]
+    for copy in range(copies):
+        made = []
+        for index in range(start, stop):
+            rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(index, copy)))
+            made.append(channel_copy(waveforms[index], sample_rate, config, rng))
+        clips.append(torch.stack(made))
+    return embedding.embed_batch(torch.cat(clips).flatten(1).numpy())
+
+
+def one_thread() -> None:
+    torch.set_num_threads(1)  # the pool's workers already use every core
+
+
+# The split a pool's workers read: set before the pool forks them, so each worker maps the same file instead of
+# receiving clips through a pipe.
+_SPLIT: dict = {}
+
+
+def embed_all(
+    waveforms: torch.Tensor, sample_rate: int, copies: int, config: EmbedParams, progress: str
+) -> torch.Tensor:
+    """Embeddings of every clip and, after them, of ``copies`` augmented copies of each (copy-major), made by a pool
+    of one-thread workers over chunks of ``CHUNK`` clips: the work uses every core, and the numbers are the same
+    whatever the number of cores, since every chunk is computed alike on one thread.
+    """
+    clips = len(waveforms)
+    chunks = [(start, min(start + CHUNK, clips), copies, config) for start in range(0, clips, CHUNK)]
+    out = torch.empty(clips * (copies + 1), embedding.windows(waveforms.shape[-1]), embedding.EMBEDDING_SIZE)
+    _SPLIT.update(waveforms=waveforms, sample_rate=sample_rate)
+    try:
+        with multiprocessing.get_context("fork").Pool(worker_count(), initializer=one_thread) as pool:
+            done = pool.imap(embed_chunk, chunks)
+            for (start, stop, _, _), vectors in zip(
+                chunks, tqdm(done, total=len(chunks), desc=progress, unit="chunk", leave=False), strict=True
+            ):
+                parts = torch.from_numpy(vectors).view(copies + 1, stop - start, *out.shape[1:])
+                for copy, part in enumerate(parts):
+                    out[copy * clips + start : copy * clips + stop] = part
+    finally:
+        _SPLIT.clear()
     return out
 
 
@@ -113,13 +156,11 @@ def embed_split(split: str, config: EmbedParams) -> dict:
             f"the speech embedding (models embedding and ensemble) needs 16 kHz clips, but {PROCESSED} holds "
             f"{data['sample_rate']} Hz: set preprocess.sample_rate to {embedding.SAMPLE_RATE}"
         )
-    if split == "train" and config.copies:
-        waveforms = torch.cat([waveforms, copies(waveforms, data["sample_rate"], config)])
-        labels = labels.repeat(config.copies + 1)
-    vectors = embedding.embed(waveforms, progress=f"embedding {split}")
+    copies = config.copies if split == "train" else 0
+    vectors = embed_all(waveforms, data["sample_rate"], copies, config, f"embedding {split}")
     return {
         "embeddings": vectors,
-        "labels": labels,
+        "labels": labels.repeat(copies + 1),
         "label_names": data["label_names"],
         "sample_rate": data["sample_rate"],
         "samples": waveforms.shape[-1],

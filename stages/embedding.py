@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,10 +93,10 @@ def sessions() -> tuple:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    # OMP_NUM_THREADS when set, as torch follows it (parallel experiments each take their share of the cores);
-    # 0 is onnxruntime's default, every core
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    options.intra_op_num_threads = int(threads) if threads.isdigit() else 0
+    # One thread: a kernel split over threads may sum in another order, and the embeddings, the model trained on
+    # them and every score would then depend on the machine's core count. Callers that embed much (the embed stage,
+    # the predictors) run one-thread processes side by side instead.
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     found = []
     for name, graph in (("melspectrogram.onnx", str), ("embedding_model.onnx", sliding_graph)):
         path = model_dir() / name

@@ -69,6 +69,14 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def worker_count() -> int:
+    """Processes for a pool of one-thread workers: OMP_NUM_THREADS where set (queued experiments share the cores that
+    way), else every core.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return int(threads) if threads.isdigit() and int(threads) > 0 else os.cpu_count() or 1
+
+
 def batches(
     count: int, batch_size: int, generator: torch.Generator | None = None, device: torch.device | None = None
 ) -> Iterator[torch.Tensor]:

@@ -28,6 +28,7 @@ run onnxruntime on one thread, so the files are byte-identical whatever the numb
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.resources
@@ -36,7 +37,8 @@ import math
 import multiprocessing
 import os
 import re
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ from stages.audio import RATE_STEP
 from stages.cli import UserError
 from stages.params import DIGITS, SILENCE, UNKNOWN
 from stages.phonemes import kokoro_phonemes
+from stages.runtime import worker_count
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second
@@ -115,6 +118,66 @@ _RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+# An engine's key in each clip's generator (``clip_rng``), and the CPU time one of its clips takes, relative to an
+# espeak-ng clip (one core, measured in docs/speed.md): the progress bar counts work, not clips, so that its estimate
+# of the time left is right from the start, while Kokoro's slow clips come first.
+ESPEAK, PIPER, KOKORO = (), (1,), (2,)
+ENGINE_COST = {ESPEAK: 1.0, PIPER: 20.0, KOKORO: 150.0}
+PROGRESS_SECONDS = 0.5  # how often the bar is redrawn from the workers' shared counters
+
+
+class Progress:
+    """Clips written and their cost, counted by every worker in shared memory and drawn by the parent."""
+
+    def __init__(self, clips: int, cost: float) -> None:
+        context = multiprocessing.get_context("fork")
+        self.clips, self.cost = clips, cost
+        self.done_clips, self.done_cost = context.Value("i", 0), context.Value("d", 0.0)
+
+    def count(self, cost: float) -> None:
+        with self.done_clips.get_lock():
+            self.done_clips.value += 1
+            self.done_cost.value += cost
+
+    def bar(self, description: str) -> tqdm:
+        """A bar over the work's cost: its percentage and time left weigh each clip by its engine."""
+        bar_format = "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
+        return tqdm(total=self.cost, desc=description, bar_format=bar_format, postfix=f"0/{self.clips} clips")
+
+    def show(self, bar: tqdm) -> None:
+        bar.set_postfix_str(f"{self.done_clips.value}/{self.clips} clips", refresh=False)
+        bar.update(self.done_cost.value - bar.n)
+
+
+_PROGRESS: list[Progress] = []  # in a worker: the pool's shared counters
+
+
+def start_worker(progress: Progress) -> None:
+    """A pool worker's set-up: its progress counters, and no Ctrl-C of its own. Ctrl-C reaches the whole process
+    group, and the parent alone answers it, by terminating the pool (SIGTERM, which ends a worker at once); a worker
+    answering too would print a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's SIGTERM handler, inherited, is not a worker's
+    _PROGRESS[:] = [progress]
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while the pool runs, as Ctrl-C already is: leaving the pool's ``with``
+    terminates every worker, and the stage writes nothing (``cli.run``, ``fileio.atomic_dir``).
+    """
+
+    def interrupt(_signal: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -284,12 +347,15 @@ def write_clips(
     speak: Callable[[Clip, np.random.Generator], np.ndarray],
 ) -> int:
     """Write each clip: its speech (``speak``, at 16 kHz) at a random place and level over noise, or, for a clip
-    with no text (``_silence_``), the noise alone; every draw from the clip's own generator.
+    with no text (``_silence_``), the noise alone; every draw from the clip's own generator. Each written clip is
+    counted in the pool's shared progress (``Progress``).
     """
     for clip in clips:
         rng = clip_rng(clip, seed, engine)
         audio = place(speak(clip, rng), rng) if clip.text else silence(rng)
         soundfile.write(out_dir / clip.relpath(), audio, SAMPLE_RATE, subtype="PCM_16")
+        if _PROGRESS:
+            _PROGRESS[0].count(ENGINE_COST[engine])
     return len(clips)
 
 
@@ -351,7 +417,7 @@ def render_piper_speaker(task: tuple[Path, int, list[Clip]]) -> int:
         raw = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=settings)])
         return resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
 
-    return write_clips(out_dir, seed, clips, (1,), speak)
+    return write_clips(out_dir, seed, clips, PIPER, speak)
 
 
 def kokoro_voice() -> tuple:
@@ -385,26 +451,31 @@ def kokoro_style(styles: np.ndarray, speaker: int) -> np.ndarray:
     return np.tensordot(weights, styles, axes=1).astype(np.float32)
 
 
-def render_kokoro_speaker(task: tuple[Path, int, list[Clip]]) -> int:
-    """Write one blended, warped Kokoro speaker's clips (a fresh process each, like the other engines)."""
-    out_dir, seed, clips = task
+def render_kokoro_speakers(task: tuple[Path, int, list[list[Clip]]]) -> int:
+    """Write the clips of several blended, warped Kokoro speakers with one session: Kokoro draws no noise, so what it
+    says does not depend on what the process said before, and a worker loads its graph once instead of per speaker.
+    """
+    out_dir, seed, speakers = task
     torch.set_num_threads(1)
     session, vocabulary, styles = kokoro_voice()
-    speaker = KOKORO_SPEAKERS.index(clips[0].speaker)
-    style = kokoro_style(styles, speaker)
-    resample = warped_resampler(KOKORO_SAMPLE_RATE, KOKORO_WARPS[speaker])
+    written = 0
+    for clips in speakers:
+        speaker = KOKORO_SPEAKERS.index(clips[0].speaker)
+        style = kokoro_style(styles, speaker)
+        resample = warped_resampler(KOKORO_SAMPLE_RATE, KOKORO_WARPS[speaker])
 
-    def speak(clip: Clip, rng: np.random.Generator) -> np.ndarray:
-        tokens = [vocabulary[symbol] for symbol in kokoro_phonemes(clip.text) + ending(rng)]
-        inputs = {
-            "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),  # 0: the start and end pad
-            "style": style[len(tokens) - 1][None],  # Kokoro's style tables are indexed by utterance length
-            "speed": np.array([rng.uniform(*KOKORO_SPEED)], dtype=np.float32),
-        }
-        raw = session.run(None, inputs)[0].ravel()
-        return resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
+        def speak(clip: Clip, rng: np.random.Generator, style=style, resample=resample) -> np.ndarray:
+            tokens = [vocabulary[symbol] for symbol in kokoro_phonemes(clip.text) + ending(rng)]
+            inputs = {
+                "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),  # 0: the start and end pad
+                "style": style[len(tokens) - 1][None],  # Kokoro's style tables are indexed by utterance length
+                "speed": np.array([rng.uniform(*KOKORO_SPEED)], dtype=np.float32),
+            }
+            raw = session.run(None, inputs)[0].ravel()
+            return resample(torch.from_numpy(trim(raw.astype(np.float32)))).numpy()
 
-    return write_clips(out_dir, seed, clips, (2,), speak)
+        written += write_clips(out_dir, seed, clips, KOKORO, speak)
+    return written
 
 
 def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
@@ -413,7 +484,7 @@ def render_speaker(task: tuple[Path, int, list[Clip]]) -> int:
     torch.set_num_threads(1)  # the workers already use every core
     espeak = Espeak()
     resample = Resample(espeak.sample_rate, SAMPLE_RATE)
-    return write_clips(out_dir, seed, clips, (), lambda clip, rng: espeak_speech(espeak, resample, clip, rng))
+    return write_clips(out_dir, seed, clips, ESPEAK, lambda clip, rng: espeak_speech(espeak, resample, clip, rng))
 
 
 def generate(
@@ -436,25 +507,36 @@ def generate(
         (out_dir / label).mkdir(parents=True, exist_ok=True)
     tasks = []
     for count, speakers, worker, engine in (  # the slowest engine first, so no worker is left with it at the end
-        (kokoro_clips, KOKORO_SPEAKERS, render_kokoro_speaker, 2),
-        (n_clips, SPEAKERS, render_speaker, 0),
-        (piper_clips, PIPER_SPEAKERS, render_piper_speaker, 1),
+        (kokoro_clips, KOKORO_SPEAKERS, render_kokoro_speakers, KOKORO),
+        (n_clips, SPEAKERS, render_speaker, ESPEAK),
+        (piper_clips, PIPER_SPEAKERS, render_piper_speaker, PIPER),
     ):
         by_speaker: dict[str, list[Clip]] = {}
-        for clip in plan(count, seed, speakers, labels, engine):
+        for clip in plan(count, seed, speakers, labels, engine[0] if engine else 0):
             by_speaker.setdefault(clip.speaker, []).append(clip)
-        tasks += [(worker, (out_dir, seed, clips)) for clips in by_speaker.values()]
-    workers = min(os.cpu_count() or 1, len(tasks))
-    # maxtasksperchild=1: a new process per speaker, because each engine's output depends on its history.
+        if engine == KOKORO and by_speaker:  # one task per worker, each loading Kokoro's graph once
+            shares = [list(by_speaker.values())[k :: worker_count()] for k in range(worker_count())]
+            tasks += [(worker, (out_dir, seed, share)) for share in shares if share]
+        else:
+            tasks += [(worker, (out_dir, seed, clips)) for clips in by_speaker.values()]
+    cost = kokoro_clips * ENGINE_COST[KOKORO] + n_clips * ENGINE_COST[ESPEAK] + piper_clips * ENGINE_COST[PIPER]
+    progress = Progress(total, cost)
+    # maxtasksperchild=1: a new process per task, because espeak's and Piper's output depends on their history.
     with (
-        multiprocessing.Pool(workers, maxtasksperchild=1) as pool,
-        tqdm(total=total, unit="clip", desc="synthesising words") as progress,
+        interrupts_as_keyboard_interrupt(),
+        multiprocessing.get_context("fork").Pool(
+            min(worker_count(), len(tasks)), initializer=start_worker, initargs=(progress,), maxtasksperchild=1
+        ) as pool,
     ):
-        for done in pool.imap_unordered(render_task, tasks):
-            progress.update(done)
+        result = pool.map_async(render_task, tasks, chunksize=1)  # a task per process (maxtasksperchild)
+        with progress.bar("synthesising words") as bar:
+            while not result.wait(PROGRESS_SECONDS) and not result.ready():
+                progress.show(bar)
+            result.get()  # a worker's error, raised here
+            progress.show(bar)
 
 
 def render_task(task: tuple) -> int:
-    """Run one speaker's renderer (``imap_unordered`` takes one function for both engines)."""
+    """Run one task's renderer (``map_async`` takes one function for every engine)."""
     worker, arguments = task
     return worker(arguments)

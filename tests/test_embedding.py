@@ -118,27 +118,38 @@ def test_a_channel_copy_keeps_the_length_and_repeats_under_its_seed():
     assert 10 ** (-31 / 20) <= copies[0].abs().max() <= 10 ** (-1 / 20) + 1e-6
 
 
-def test_embed_stage_repeats_byte_for_byte_and_train_evaluate_use_it(tmp_path):
-    for run in ("a", "b"):
-        write_processed(tmp_path / run, clips_per_label=3, samples=16000, sample_rate=16000)
+def test_embedding_a_batch_gives_each_clip_what_it_gets_alone():
+    audio = (0.1 * np.random.default_rng(0).standard_normal((9, 16000))).astype(np.float32)
+    alone = np.concatenate([embedding.embed_batch(audio[index : index + 1]) for index in range(len(audio))])
+    assert np.array_equal(embedding.embed_batch(audio), alone)
+
+
+def test_embed_stage_repeats_byte_for_byte_on_any_number_of_workers_and_train_evaluate_use_it(tmp_path, monkeypatch):
+    for run, workers in (("a", "1"), ("b", "2")):
+        monkeypatch.setenv("OMP_NUM_THREADS", workers)  # the embed stage's pool size
+        write_processed(tmp_path / run, clips_per_label=7, samples=16000, sample_rate=16000)
         write_params(tmp_path / run, **EMBEDDING_RUN, evaluate={"device": "cpu"})
         stage("embed", tmp_path / run)
     files = ("train.pt", "validation.pt", "test.pt", "info.json")
     assert all(
         (tmp_path / "a/data/embedded" / name).read_bytes() == (tmp_path / "b/data/embedded" / name).read_bytes()
         for name in files
-    )
+    ), "70 training clips are two chunks: one worker or two give the same bytes"
     train = torch.load(tmp_path / "a/data/embedded/train.pt", weights_only=True)
-    assert train["embeddings"].shape == (60, 3, 96)  # 30 clips and one augmented copy of each
-    assert torch.equal(train["labels"][:30], train["labels"][30:])
+    assert train["embeddings"].shape == (140, 3, 96)  # 70 clips and one augmented copy of each
+    assert torch.equal(train["labels"][:70], train["labels"][70:])
+    processed = torch.load(tmp_path / "a/data/processed/train.pt", weights_only=True)
+    clips = torch.from_numpy(np.load(tmp_path / "a/data/processed/train.npy"))
+    assert torch.equal(train["embeddings"][:70], embedding.embed(clips)), "the clips themselves come first, in order"
+    assert len(processed["labels"]) == 70
     info = json.loads((tmp_path / "a/data/embedded/info.json").read_text())
-    assert info["splits"]["train"] == {"clips": 30, "embedded": 60} and info["windows_per_clip"] == 3
+    assert info["splits"]["train"] == {"clips": 70, "embedded": 140} and info["windows_per_clip"] == 3
 
     stage("train", tmp_path / "a")
     stage("evaluate", tmp_path / "a")
     model, checkpoint = load_checkpoint(tmp_path / "a/models/model.pt")
     assert isinstance(model, EmbeddingClassifier) and checkpoint["audio"] == {"sample_rate": 16000, "samples": 16000}
-    assert json.loads((tmp_path / "a/metrics/eval.json").read_text())["clips"] == 30
+    assert json.loads((tmp_path / "a/metrics/eval.json").read_text())["clips"] == 70
 
 
 def test_embed_stage_does_nothing_for_a_waveform_model(tmp_path):
