@@ -3,13 +3,15 @@
     .venv/bin/python -m benchmarks.first_run                     # this checkout against c9068aa
     .venv/bin/python -m benchmarks.first_run --baseline HEAD~5 --keep
 
-Both projects are fresh copies in a temporary folder (the baseline taken from git with `git archive`), each its own
-git repository with an empty DVC cache, run one after the other on this machine, so their ratio holds on any
-machine. Each stage runs as `dvc repro --single-item <stage>`, in the pipeline's order, so every stage's seconds are
-its own. Both name the shared FSDD mirror by its absolute path, so `transfer` scores all 3,000 recordings in both
-(it is skipped in both where the mirror is absent). Then it prints the new run's test and FSDD accuracy; the mean of 3
-seeds comes from `python -m benchmarks.run --rows embedding --columns synthetic --seeds 0 1 2`. Time it on a quiet
-machine: another process on these cores slows one side more than the other.
+Both projects are fresh copies in a temporary folder beside this checkout (the baseline taken from git with
+`git archive`), each its own git repository with an empty DVC cache and its params as committed, run one after the
+other on this machine, so their ratio holds on any machine. Beside the checkout, the default `transfer.sets` path
+(`../shared/datasets/...`) reaches the FSDD mirror from both, so `transfer` scores all 3,000 recordings in both (and
+is skipped in both where the mirror is absent), and the new project's `dvc.lock` is the lock this checkout's code
+and params give. Each stage runs as `dvc repro --single-item <stage>`, in the pipeline's order, so every stage's
+seconds are its own. Then it prints both runs' test and FSDD accuracy; the mean of 3 seeds comes from
+`python -m benchmarks.run --rows embedding --columns synthetic --seeds 0 1 2`. Time it on a quiet machine: another
+process on these cores slows one side more than the other.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, run
+from tools.project import REPO, commit, copy_project, dvc, run
 
 BASELINE = "c9068aa"
 STAGES = ("download", "preprocess", "embed", "train", "evaluate", "transfer", "export", "plot")
@@ -35,24 +35,14 @@ STAGES = ("download", "preprocess", "embed", "train", "evaluate", "transfer", "e
 def baseline_project(revision: str, target: Path) -> Path:
     """The project files of ``revision``, unpacked from `git archive` into ``target``, as a fresh git repository."""
     archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
-    target.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
     run(["git", "init", "-q", "-b", "main"], target)
     return target
 
 
-def point_transfer_at_the_mirror(root: Path) -> None:
-    """Name the FSDD mirror by its absolute path (the relative default does not reach it from a temporary folder)."""
-    path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["transfer"]["sets"]["fsdd"] = str(FSDD_ARCHIVE) if FSDD_ARCHIVE.exists() else None
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def timed_repro(root: Path) -> dict[str, float]:
     """Seconds of each stage of a first `dvc repro`, run one stage at a time in the pipeline's order."""
-    point_transfer_at_the_mirror(root)
     commit(root, "first run")
     seconds = {}
     for stage in STAGES:
@@ -72,13 +62,15 @@ def scores(root: Path) -> dict[str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with (default %(default)s)")
-    parser.add_argument("--keep", action="store_true", help="keep the two projects (their folder is printed)")
+    parser.add_argument("--keep", action="store_true", help="keep the two projects (their folders are printed)")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="first-run-"))
+    folders = {
+        name: Path(tempfile.mkdtemp(prefix=f"first-run-{name}-", dir=REPO.parent)) for name in ("baseline", "now")
+    }
     try:
         projects = {
-            "baseline": baseline_project(args.baseline, folder / "baseline"),
-            "now": copy_project(folder / "now"),
+            "baseline": baseline_project(args.baseline, folders["baseline"]),
+            "now": copy_project(folders["now"]),
         }
         times = {name: timed_repro(root) for name, root in projects.items()}
         print(f"\n| stage | {args.baseline} (s) | this checkout (s) | ratio |\n|---|---|---|---|")
@@ -87,10 +79,11 @@ def main() -> None:
             print(f"| {stage} | {old:.1f} | {new:.1f} | {new / old:.2f} |")
         print(json.dumps({name: scores(root) for name, root in projects.items()}))
     finally:
-        if args.keep:
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        for folder in folders.values():
+            if args.keep:
+                print(f"kept {folder}")
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
