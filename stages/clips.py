@@ -9,6 +9,7 @@ The ONNX predictor (``stages/predict_onnx.py``) runs where torch is not installe
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,8 @@ def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise BadAudio("no such file")
     try:
-        with soundfile.SoundFile(path) as audio:
+        # the name as bytes: soundfile encodes a str name strictly, so a name that is not UTF-8 could not be opened
+        with soundfile.SoundFile(os.fsencode(path)) as audio:
             rate, channels = audio.samplerate, audio.channels
             if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
                 raise BadAudio(f"unsupported sample rate {rate} Hz (not {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE})")
@@ -59,7 +61,9 @@ def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
             frames = min(audio.frames, math.ceil(max_seconds * rate))
             blocks = audio.blocks(BLOCK_FRAMES, frames=frames, dtype="float32", always_2d=True)
             mono = [block.mean(axis=1) for block in blocks]
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as error:
+    except soundfile.LibsndfileError as error:  # libsndfile's own reason, without the file name the caller shows
+        raise BadAudio(f"not readable audio ({error.error_string})") from None
+    except (RuntimeError, ValueError, EOFError) as error:
         raise BadAudio(f"not readable audio ({error})") from None
     except OSError as error:
         raise BadAudio(f"cannot read file ({error.strerror or error})") from None
