@@ -79,7 +79,7 @@ def project(root: Path, name: str, rate: int) -> Path:
     write_params(
         root, model={"name": name, name: TINY_MODELS[name]}, export={"latency_clips": 5, "max_int8_drop": 100.0}
     )
-    write_processed(root, clips_per_label=3, samples=rate, sample_rate=rate)
+    write_processed(root, clips_per_label=3, samples=rate, sample_rate=rate, label_names=tuple(LABELS))
     torch.manual_seed(0)
     config = model_config(params.load(params.ModelParams, root / "params.yaml"), rate)
     model = build_model(config, len(LABELS)).eval()
