@@ -8,6 +8,7 @@ The ONNX predictor (``stages/predict_onnx.py``) runs where torch is not installe
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -40,6 +41,7 @@ SPEECH_RMS = 1e-3
 # torchaudio's default resampling filter: sinc_interp_hann, 6 zero crossings, roll-off at 99 % of Nyquist
 LOWPASS_WIDTH = 6
 ROLLOFF = 0.99
+RESAMPLE_BLOCK = 4096  # output frames resampled at a time: a few MB of input frames even for 384 kHz
 
 
 def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
@@ -80,8 +82,10 @@ def source_rate(rate: int) -> int:
     return round(rate / RATE_STEP) * RATE_STEP
 
 
+@functools.lru_cache(maxsize=4)
 def resample_kernel(orig_rate: int, new_rate: int) -> tuple[np.ndarray, int, int, int]:
-    """torchaudio's polyphase sinc kernel ``[new, 2 * width + orig]`` (float32) and the reduced rates and width.
+    """torchaudio's polyphase sinc kernel ``[new, 2 * width + orig]`` (float32, read-only: built once per rate pair
+    and shared) and the reduced rates and width.
 
     Computed as ``torchaudio.functional._get_sinc_resample_kernel`` does, step for step and dtype for dtype, so the
     filter taps are the same floats.
@@ -97,7 +101,9 @@ def resample_kernel(orig_rate: int, new_rate: int) -> tuple[np.ndarray, int, int
     times *= math.pi
     with np.errstate(invalid="ignore", divide="ignore"):
         kernel = np.where(times == 0, 1.0, np.sin(times) / times)
-    return (kernel * (window * (base / orig))).astype(np.float32), orig, new, width
+    kernel = (kernel * (window * (base / orig))).astype(np.float32)
+    kernel.setflags(write=False)
+    return kernel, orig, new, width
 
 
 def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -107,7 +113,11 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     kernel, orig, new, width = resample_kernel(orig_rate, new_rate)
     padded = np.pad(samples.astype(np.float32), (width, width + orig))
     frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
-    out = (frames @ kernel.T).reshape(-1)
+    # A contiguous copy of a block of the overlapping frames lets NumPy hand the product to BLAS, many times faster
+    # than its own loop over a view for a kernel of hundreds of taps (44.1 to 16 kHz); a block bounds the copy.
+    starts = range(0, len(frames), RESAMPLE_BLOCK)
+    out = np.concatenate([np.ascontiguousarray(frames[at : at + RESAMPLE_BLOCK]) @ kernel.T for at in starts])
+    out = out.reshape(-1)
     return out[: math.ceil(new * samples.size / orig)]
 
 
