@@ -8,7 +8,9 @@ The ONNX predictor (``stages/predict_onnx.py``) runs where torch is not installe
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ SPEECH_RMS = 1e-3
 # torchaudio's default resampling filter: sinc_interp_hann, 6 zero crossings, roll-off at 99 % of Nyquist
 LOWPASS_WIDTH = 6
 ROLLOFF = 0.99
+RESAMPLE_BLOCK = 4096  # output frames resampled at a time: a few MB of input frames even for 384 kHz
 
 
 def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
@@ -50,7 +53,8 @@ def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise BadAudio("no such file")
     try:
-        with soundfile.SoundFile(path) as audio:
+        # the name as bytes: soundfile encodes a str name strictly, so a name that is not UTF-8 could not be opened
+        with soundfile.SoundFile(os.fsencode(path)) as audio:
             rate, channels = audio.samplerate, audio.channels
             if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
                 raise BadAudio(f"unsupported sample rate {rate} Hz (not {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE})")
@@ -59,7 +63,9 @@ def read_samples(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
             frames = min(audio.frames, math.ceil(max_seconds * rate))
             blocks = audio.blocks(BLOCK_FRAMES, frames=frames, dtype="float32", always_2d=True)
             mono = [block.mean(axis=1) for block in blocks]
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as error:
+    except soundfile.LibsndfileError as error:  # libsndfile's own reason, without the file name the caller shows
+        raise BadAudio(f"not readable audio ({error.error_string})") from None
+    except (RuntimeError, ValueError, EOFError) as error:
         raise BadAudio(f"not readable audio ({error})") from None
     except OSError as error:
         raise BadAudio(f"cannot read file ({error.strerror or error})") from None
@@ -76,8 +82,10 @@ def source_rate(rate: int) -> int:
     return round(rate / RATE_STEP) * RATE_STEP
 
 
+@functools.lru_cache(maxsize=4)
 def resample_kernel(orig_rate: int, new_rate: int) -> tuple[np.ndarray, int, int, int]:
-    """torchaudio's polyphase sinc kernel ``[new, 2 * width + orig]`` (float32) and the reduced rates and width.
+    """torchaudio's polyphase sinc kernel ``[new, 2 * width + orig]`` (float32, read-only: built once per rate pair
+    and shared) and the reduced rates and width.
 
     Computed as ``torchaudio.functional._get_sinc_resample_kernel`` does, step for step and dtype for dtype, so the
     filter taps are the same floats.
@@ -93,7 +101,9 @@ def resample_kernel(orig_rate: int, new_rate: int) -> tuple[np.ndarray, int, int
     times *= math.pi
     with np.errstate(invalid="ignore", divide="ignore"):
         kernel = np.where(times == 0, 1.0, np.sin(times) / times)
-    return (kernel * (window * (base / orig))).astype(np.float32), orig, new, width
+    kernel = (kernel * (window * (base / orig))).astype(np.float32)
+    kernel.setflags(write=False)
+    return kernel, orig, new, width
 
 
 def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -103,7 +113,11 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     kernel, orig, new, width = resample_kernel(orig_rate, new_rate)
     padded = np.pad(samples.astype(np.float32), (width, width + orig))
     frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[::orig]
-    out = (frames @ kernel.T).reshape(-1)
+    # A contiguous copy of a block of the overlapping frames lets NumPy hand the product to BLAS, many times faster
+    # than its own loop over a view for a kernel of hundreds of taps (44.1 to 16 kHz); a block bounds the copy.
+    starts = range(0, len(frames), RESAMPLE_BLOCK)
+    out = np.concatenate([np.ascontiguousarray(frames[at : at + RESAMPLE_BLOCK]) @ kernel.T for at in starts])
+    out = out.reshape(-1)
     return out[: math.ceil(new * samples.size / orig)]
 
 

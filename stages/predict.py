@@ -4,36 +4,54 @@ Any sample rate and channel count is accepted and prepared exactly as the prepro
 found in a recording of any length (up to its first minute) and the window is centred on it; a file with no speech
 gets "no speech found" as its answer. Test-time shifts
 default to the ``evaluate`` section of ``params.yaml`` when there is one, so a prediction matches what was scored.
-A file that cannot be read is reported on its own; the others are still predicted. ``stages/predict_onnx.py`` does
-the same with the exported ONNX model and no torch.
+A file that cannot be read is reported on its own line; the others are still predicted. Many files are read on one
+worker process per core and scored in batches (``--batch``, ``--workers``; ``stages/predictions.py``), with the same
+answers as one at a time, printed in the order given. ``stages/predict_onnx.py`` does the same with the exported
+ONNX model and no torch; this one takes only a checkpoint written by ``train`` (``--model``), never an ONNX file.
+
+Exit codes: 0 when every file got an answer (a word, or "no speech found"); 1 when any file could not be read (each
+on its own ``error:`` line) or the model could not be loaded (one line, nothing predicted); 2 for a bad command
+line; 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from stages import predictions
-from stages.audio import prepare
+from stages import audio, predictions
 from stages.cli import run
 from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
 from stages.paths import MODEL
 
 
-def predict(
-    model: nn.Module, waveform: torch.Tensor, label_names: list[str], top: int = 3, shifts: int = 0, step: int = 1
-) -> list[tuple[str, float]]:
-    """The ``top`` most likely labels of one prepared ``[1, samples]`` waveform, with their probabilities
-    (averaged over ``2 * shifts + 1`` copies moved by multiples of ``step`` samples, as ``evaluate`` does).
+def prepare(path: Path, sample_rate: int, clip_seconds: float) -> np.ndarray:
+    """``audio.prepare`` as a ``[samples]`` NumPy array: a worker sends it back pickled in one piece (a tensor would
+    take torch's shared-memory route, a segment and a file descriptor per clip).
     """
-    probabilities = shifted_probabilities(model, waveform.unsqueeze(0), 1, shifts, step).mean(dim=0)[0]
-    values, indices = probabilities.topk(min(top, len(label_names)))
-    return [(label_names[index], value) for index, value in zip(indices.tolist(), values.tolist(), strict=True)]
+    return audio.prepare(path, sample_rate, clip_seconds)[0].numpy()
+
+
+def rank(
+    model: nn.Module, clips: np.ndarray, label_names: list[str], shifts: int = 0, step: int = 1, top: int = 3
+) -> list[predictions.Ranking]:
+    """The ``top`` most likely labels of each prepared ``[clips, samples]`` clip with their probabilities (averaged
+    over ``2 * shifts + 1`` copies moved by multiples of ``step`` samples, as ``evaluate`` does).
+    """
+    waveforms = torch.from_numpy(clips).unsqueeze(1)
+    probabilities = shifted_probabilities(model, waveforms, len(clips), shifts, step).mean(dim=0)
+    values, indices = probabilities.topk(min(top, len(label_names)), dim=-1)
+    return [
+        [(label_names[index], value) for index, value in zip(row, scores, strict=True)]
+        for row, scores in zip(indices.tolist(), values.tolist(), strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,14 +60,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=MODEL, help=f"checkpoint (default: {MODEL})")
     predictions.add_options(parser)
     args = predictions.parse(parser, argv)
+    if args.workers:  # before the model is built, so no thread pool runs when the workers are forked
+        predictions.one_thread()
+        torch.set_num_threads(1)
     model, checkpoint = load_checkpoint(args.model)
-    audio, label_names = checkpoint["audio"], checkpoint["label_names"]
-    step = shift_step(args.shift_step_ms, audio["sample_rate"])
+    rate, label_names = checkpoint["audio"]["sample_rate"], checkpoint["label_names"]
+    step = shift_step(args.shift_step_ms, rate)
     failures = predictions.answer(
         args.files,
-        lambda path: prepare(path, audio["sample_rate"], audio["samples"] / audio["sample_rate"]),
-        lambda waveform: predict(model, waveform, label_names, shifts=args.test_time_shifts, step=step),
+        functools.partial(prepare, sample_rate=rate, clip_seconds=checkpoint["audio"]["samples"] / rate),
+        lambda clips: rank(model, clips, label_names, args.test_time_shifts, step),
         args.json,
+        args.batch,
+        args.workers,
     )
     if failures:
         sys.exit(1)
