@@ -153,6 +153,17 @@ def sum_over_ranks(values: list[float], world: World, device: torch.device) -> l
     return summed.tolist()
 
 
+def from_main(value: int, world: World, device: torch.device) -> int:
+    """``value`` as rank 0 holds it (one broadcast): what rank 0 alone knows, such as the epoch of the best
+    validation accuracy, every rank must act on alike.
+    """
+    if world.size == 1:
+        return value
+    held = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(held, src=0)
+    return int(held.item())
+
+
 def say(world: World, message: str) -> None:
     """Print a progress line once, from the main rank."""
     if world.main:

@@ -34,6 +34,7 @@ from stages.distributed import (
     World,
     check_launch,
     current_world,
+    from_main,
     join,
     launch,
     leave,
@@ -282,13 +283,16 @@ class Member:
 
 @dataclass
 class Fitted:
-    """A trained model with its kept weights loaded (``train.checkpoint``), its history and its kept epoch's row."""
+    """A trained model with its kept weights loaded (``train.checkpoint``), its history, its kept epoch's row and,
+    with ``train.patience``, the last epoch it trained.
+    """
 
     model: torch.nn.Module
     history: list[dict]
     epoch_seconds: list[float]
     best: dict
     kept: dict
+    stopped: int | None = None
 
 
 def members_of(
@@ -413,6 +417,13 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
             )
 
     for epoch in range(first_epoch, config.epochs + 1):
+        if plateaued(config.patience, best["epoch"], epoch - 1):  # checked first: a resumed run may have stopped
+            say(
+                world,
+                f"stopping early after epoch {epoch - 1}: validation accuracy has not beaten its best "
+                f"({best['val_acc']:.4f}, epoch {best['epoch']}) for {config.patience} epochs",
+            )
+            break
         began = time.perf_counter()
         try:
             with lost_ranks(world):
@@ -436,6 +447,9 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
             )
             if val_acc > best["val_acc"]:
                 best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+        if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
+            with lost_ranks(world):
+                best["epoch"] = from_main(best["epoch"], world, device)
         save(epoch + 1, start)
         if loop.stop.received and epoch < config.epochs:
             stopped_by_sigterm(world, epoch + 1, 0)
@@ -444,7 +458,16 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
     if world.main and config.checkpoint == "best":
         model.load_state_dict(best["state"])
         kept = history[best["epoch"] - 1]
-    return Fitted(model, history, epoch_seconds, best, kept)
+    stopped = len(history) if config.patience else None
+    return Fitted(model, history, epoch_seconds, best, kept, stopped)
+
+
+def plateaued(patience: int, best_epoch: int, epoch: int) -> bool:
+    """Whether training stops after ``epoch`` (``train.patience``): its validation accuracy last beat the best
+    ``patience`` or more epochs before. Accuracy, not loss: it is what ``checkpoint: best`` keeps and what the
+    metrics report, and the schedule's decay still lowers the loss by crumbs while the accuracy stands still.
+    """
+    return patience > 0 and epoch - best_epoch >= patience
 
 
 def train(config: TrainParams, model_section: ModelParams, augment_config: AugmentParams) -> None:
@@ -485,7 +508,9 @@ def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
 
 
 def member_metrics(result: Fitted) -> dict:
-    """The kept epoch's losses and accuracies, the best validation accuracy and the size of one trained model."""
+    """The kept epoch's losses and accuracies, the best validation accuracy, the last epoch trained (only with
+    ``train.patience``: a run without it trains every epoch) and the size of one trained model.
+    """
     kept, best = result.kept, result.best
     return {
         "epoch": kept["epoch"],
@@ -495,6 +520,7 @@ def member_metrics(result: Fitted) -> dict:
         "val_acc": kept["val_acc"],
         "best_val_acc": best["val_acc"],
         "best_epoch": best["epoch"],
+        **({} if result.stopped is None else {"stopped_epoch": result.stopped}),
         "parameters": count_parameters(result.model),
     }
 
