@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.processed import load_split, save_split
-from tests.helpers import run, stage, training_until, write_params, write_processed
+from tests.helpers import repeat_first_validation_clip, run, stage, training_until, write_params, write_processed
 
 STATE = Path("checkpoints/train_state.pt")
 # M5 with augmentation and a one-cycle schedule, as tests/test_resume.py: a resume that missed a generator's or the
@@ -37,10 +36,7 @@ def plateau(root: Path, clips_per_label: int = 20, **train) -> Path:
     the same label, so validation accuracy is 1/10 at every epoch, and its best stays at epoch 1.
     """
     write_processed(root, clips_per_label=clips_per_label)
-    path = root / "data/processed/validation.pt"
-    validation = load_split(path)
-    waveforms = validation["waveforms"]
-    save_split(path, {**validation, "waveforms": waveforms[:1].expand_as(waveforms).clone()})
+    repeat_first_validation_clip(root)
     write_params(root, notebook=True, train={**TRAIN, **train})
     return root
 
