@@ -329,9 +329,11 @@ def split_inputs(embedded: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return train_x, train_y, val_x, val_y
 
 
-def fit(member: Member, augment_config: AugmentParams, world: World, device: torch.device, n_output: int) -> Fitted:
+def fit(
+    member: Member, augment_config: AugmentParams, world: World, device: torch.device, label_names: list[str], rate: int
+) -> Fitted:
     """Train one model from its seed (or from its saved state), as the notebook's loop does, with the params'
-    schedule, smoothing and augmentation.
+    schedule, smoothing and augmentation, to tell ``label_names`` apart in clips at ``rate`` Hz.
     """
     config, config_of_model = member.train, member.config
     seed_everything(config.seed + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
@@ -343,6 +345,9 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
             "model": config_of_model,
             "augment": augment_config.as_dict() if config.augment else None,
             "processes": world.size,
+            # the digest tells other data apart too; these say how it differs
+            "labels": label_names,
+            "sample_rate": rate,
         },
         digest(train_x, train_y, val_x, val_y),
     )
@@ -351,7 +356,7 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
     train_y = train_y.to(train_x.device)  # labels stay beside their inputs, where the batch indices are
     val_x, val_y = val_x.to(device), val_y.to(device)
 
-    model = build_model(config_of_model, n_output).to(device)
+    model = build_model(config_of_model, len(label_names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = (len(train_y) - len(train_y) % world.size) // world.size
     steps_per_epoch = math.ceil(per_rank / rank_batch_size(config.batch_size, world))
@@ -482,7 +487,7 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
     # an ensemble is built once: its resamplers give DS-CNN its clips, and it takes the trained members' weights
     ensemble = build_model(config_of_model, len(label_names)) if config_of_model["name"] == "ensemble" else None
     members = members_of(config, model_section, config_of_model, audio["sample_rate"], ensemble)
-    fitted = [fit(member, augment_config, world, device, len(label_names)) for member in members]
+    fitted = [fit(member, augment_config, world, device, label_names, audio["sample_rate"]) for member in members]
     leave(world)
     if world.main:
         model = fitted[0].model
