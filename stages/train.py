@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from stages import params
 from stages.augment import Augment
 from stages.cli import UserError, run
 from stages.distributed import (
+    RanksStopping,
     World,
     check_launch,
     current_world,
@@ -369,7 +371,8 @@ def fit(
     if world.size > 1:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     shuffle = torch.Generator().manual_seed(config.seed)  # the same order on every rank, each takes its shard
-    loop = Loop(forward, optimizer, scheduler, shuffle, device, amp, config, world, TermSignal())
+    stop = TermSignal()
+    loop = Loop(forward, optimizer, scheduler, shuffle, device, amp, config, world, stop)
     say(
         world,
         f"training {config_of_model['name']} ({count_parameters(model):,} parameters) on {device}"
@@ -421,43 +424,60 @@ def fit(
                 },
             )
 
-    for epoch in range(first_epoch, config.epochs + 1):
-        if plateaued(config.patience, best["epoch"], epoch - 1):  # checked first: a resumed run may have stopped
-            say(
-                world,
-                f"stopping early after epoch {epoch - 1}: validation accuracy has not beaten its best "
-                f"({best['val_acc']:.4f}, epoch {best['epoch']}) for {config.patience} epochs",
-            )
-            break
-        began = time.perf_counter()
-        try:
-            with lost_ranks(world):
-                train_loss, train_acc = train_epoch(loop, train_x, train_y, epoch, start)
-        except Preempted as stopped:
-            save(epoch, EpochStart(start.shuffle_state, stopped.step, stopped.losses, stopped.correct))
-            stopped_by_sigterm(world, epoch, stopped.step)
-        start = EpochStart(loop.shuffle.get_state())
-        if world.main:
-            val_loss, val_acc = score_validation(model, val_x, val_y, config.batch_size, amp)
-            if not math.isfinite(val_loss):
-                raise UserError(f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again")
-            seconds = time.perf_counter() - began
-            row = (epoch, train_loss, train_acc, val_loss, val_acc)
-            history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
-            epoch_seconds.append(seconds)
-            print(
-                f"epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s",
-                file=sys.stderr,
-            )
-            if val_acc > best["val_acc"]:
-                best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
-            with lost_ranks(world):
-                best["epoch"] = from_main(best["epoch"], world, device)
-        save(epoch + 1, start)
-        if loop.stop.received and epoch < config.epochs:
-            stopped_by_sigterm(world, epoch + 1, 0)
+    def stopping() -> bool:
+        return stop.received
+
+    def stop_in(epoch: int) -> NoReturn:
+        """Stop several processes in ``epoch``: they stop up to a step apart, each with its own share of the batches
+        done, so none of the epoch is kept and the next run does it again from its start.
+        """
+        stop_here(world, member.state_path if saved is not None or epoch > first_epoch else None, epoch)
+
+    epoch = first_epoch
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if plateaued(config.patience, best["epoch"], epoch - 1):  # checked first: a resumed run may have stopped
+                say(
+                    world,
+                    f"stopping early after epoch {epoch - 1}: validation accuracy has not beaten its best "
+                    f"({best['val_acc']:.4f}, epoch {best['epoch']}) for {config.patience} epochs",
+                )
+                break
+            began = time.perf_counter()
+            try:
+                with lost_ranks(world, stopping):
+                    train_loss, train_acc = train_epoch(loop, train_x, train_y, epoch, start)
+            except Preempted as stopped:
+                if world.size > 1:
+                    stop_in(epoch)
+                save(epoch, EpochStart(start.shuffle_state, stopped.step, stopped.losses, stopped.correct))
+                stop_here(world, member.state_path, epoch, stopped.step)
+            start = EpochStart(loop.shuffle.get_state())
+            if world.main:
+                val_loss, val_acc = score_validation(model, val_x, val_y, config.batch_size, amp)
+                if not math.isfinite(val_loss):
+                    raise UserError(
+                        f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again"
+                    )
+                seconds = time.perf_counter() - began
+                row = (epoch, train_loss, train_acc, val_loss, val_acc)
+                history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
+                epoch_seconds.append(seconds)
+                print(
+                    f"epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+                    f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s",
+                    file=sys.stderr,
+                )
+                if val_acc > best["val_acc"]:
+                    best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            save(epoch + 1, start)
+            if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
+                with lost_ranks(world, stopping):
+                    best["epoch"] = from_main(best["epoch"], world, device)
+            if stopping() and epoch < config.epochs:
+                stop_here(world, member.state_path, epoch + 1, 0)
+    except RanksStopping:  # another rank stopped first, between its steps, and left this one's collective unanswered
+        stop_in(epoch)
     del loop, forward  # DDP's reducer goes before its process group (``leave``): freed after it, it waited forever
     kept = history[-1] if history else {}
     if world.main and config.checkpoint == "best":
@@ -502,14 +522,22 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
             TRAIN_STATE.parent.rmdir()  # when nothing else is in it
 
 
-def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
-    """End the stage after SIGTERM, its state saved, as a preempted job should: with 143 (128 + SIGTERM)."""
-    say(
-        world,
-        f"stopped by SIGTERM: saved {TRAIN_STATE} to resume at epoch {epoch}, after batch {step}; run the stage "
-        "again to continue. No model was written.",
-    )
-    sys.exit(143)
+def stop_here(world: World, state: Path | None, epoch: int, step: int | None = None) -> NoReturn:
+    """End the stage between two training steps, in one line from rank 0: after SIGTERM as a preempted job should,
+    with 143 (128 + SIGTERM); once the launcher of the training processes is gone, with 1. ``step``: ``state`` was
+    just saved, to resume at that step of ``epoch``; None: the next run does ``epoch`` again from its start, from
+    ``state`` or, None, afresh.
+    """
+    if step is not None:
+        where = f": saved {state} to resume at epoch {epoch}, after batch {step}"
+    elif state is not None:
+        where = f" in epoch {epoch}: {state} resumes it from its start (the processes keep no part of an epoch)"
+    else:
+        where = f" in epoch {epoch}, before any epoch was saved"
+    gone = world.orphaned
+    what = f"error: the training launcher (pid {world.launcher}) is gone; the processes stopped" if gone else "stopped"
+    say(world, f"{what}{'' if gone else ' by SIGTERM'}{where}; run the stage again to continue. No model was written.")
+    sys.exit(1 if gone else 143)
 
 
 def member_metrics(result: Fitted) -> dict:
