@@ -174,3 +174,18 @@ def test_the_launcher_killed_mid_epoch_stops_its_ranks_in_one_line_and_the_rerun
     assert "No model was written." in lines[0]
     assert_stopped_cleanly(root)
     assert_resumes_to(root, uninterrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the training processes")
+def test_sigterm_to_the_launcher_stops_every_rank_in_one_line_and_the_rerun_resumes(uninterrupted, tmp_path):
+    root = resumable(tmp_path)
+    with training_until(root, "epoch   2:") as launcher:
+        launcher.send_signal(signal.SIGTERM)  # a scheduler's preemption: torchrun passes it on to the ranks
+        assert launcher.wait(timeout=60) == 143
+        wait_until_none_left(root, 30)
+    output = (root / "train.log").read_text()
+    assert "Traceback" not in output and "error" not in output, output
+    assert output.count("stopped by SIGTERM") == 1 and "No model was written." in output
+    assert_stopped_cleanly(root)
+    assert_resumes_to(root, uninterrupted)
