@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -199,6 +200,15 @@ def sum_over_ranks(values: list[float], world: World, device: torch.device) -> l
     summed = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(summed)
     return summed.tolist()
+
+
+def gather_to_main(value: Any, world: World) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on rank 0; the others get an empty list."""
+    if world.size == 1:
+        return [value]
+    gathered: list[Any] | None = [None] * world.size if world.main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered or []
 
 
 def from_main(value: int, world: World, device: torch.device) -> int:

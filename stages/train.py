@@ -37,6 +37,7 @@ from stages.distributed import (
     check_launch,
     current_world,
     from_main,
+    gather_to_main,
     join,
     launch,
     leave,
@@ -392,17 +393,24 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
-        if world.main:  # the state holds rank 0's draws; other ranks restart theirs from their seeds
-            restore_random_states(saved["random"], device)
-            if augment is not None:
-                augment.generator.set_state(saved["augment"])
+        draws = saved["draws"][world.rank]  # each rank's own: dropout, augmentation
+        restore_random_states(draws["random"], device)
+        if augment is not None:
+            augment.generator.set_state(draws["augment"])
         history, epoch_seconds, best = saved["history"], saved["epoch_seconds"], saved["best"]
         start = EpochStart(saved["shuffle"], saved["step"], saved["losses"], saved["correct"])
         first_epoch = saved["epoch"]
         say(world, f"resuming from {member.state_path}: epoch {first_epoch}, after batch {saved['step']}")
 
     def save(epoch: int, at: EpochStart) -> None:
-        """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches)."""
+        """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches), written by rank 0
+        with every rank's random generators, so that each rank draws on as it would have.
+        """
+        draws = {
+            "random": random_states(device),
+            "augment": augment.generator.get_state() if augment is not None else None,
+        }
+        every = gather_to_main(draws, world)
         if world.main:
             save_state(
                 member.state_path,
@@ -416,8 +424,7 @@ def fit(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "random": random_states(device),
-                    "augment": augment.generator.get_state() if augment is not None else None,
+                    "draws": every,
                     "history": history,
                     "epoch_seconds": epoch_seconds,
                     "best": best,
@@ -470,9 +477,9 @@ def fit(
                 )
                 if val_acc > best["val_acc"]:
                     best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-            save(epoch + 1, start)
-            if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
-                with lost_ranks(world, stopping):
+            with lost_ranks(world, stopping):
+                save(epoch + 1, start)
+                if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
                     best["epoch"] = from_main(best["epoch"], world, device)
             if stopping() and epoch < config.epochs:
                 stop_here(world, member.state_path, epoch + 1, 0)

@@ -101,8 +101,9 @@ def wait_until_none_left(root: Path, seconds: float) -> None:
     assert not training_processes(root), f"training processes still running {seconds} s on: {training_processes(root)}"
 
 
-# slow enough (about a second an epoch) to be killed in its third epoch, short enough to run to its end
-RESUMED = {**DDP, "epochs": 8, "batch_size": 8}
+# slow enough (about a second an epoch) to be killed in its third epoch, short enough to run to its end; with
+# augmentation, each rank draws from a generator of its own, which a resumed rank must continue
+RESUMED = {**DDP, "epochs": 8, "batch_size": 8, "augment": True}
 
 
 def resumable(root: Path) -> Path:
