@@ -542,8 +542,12 @@ def stop_here(world: World, state: Path | None, epoch: int, step: int | None = N
     else:
         where = f" in epoch {epoch}, before any epoch was saved"
     gone = world.orphaned
-    what = f"error: the training launcher (pid {world.launcher}) is gone; the processes stopped" if gone else "stopped"
-    say(world, f"{what}{'' if gone else ' by SIGTERM'}{where}; run the stage again to continue. No model was written.")
+    why = (
+        f"error: the training launcher (pid {world.launcher}) is gone; the processes stopped"
+        if gone
+        else "stopped by SIGTERM"
+    )
+    say(world, f"{why}{where}; run the stage again to continue. No model was written.")
     sys.exit(1 if gone else 143)
 
 
