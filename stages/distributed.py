@@ -5,6 +5,10 @@ so that a failed rank ends in one clear line) on this machine; started by torchr
 a multi-node launch), the stage joins the launcher's world. Every rank draws the same shuffled order each epoch and
 takes its own shard of it; ``train.batch_size`` stays the global batch, split evenly over the ranks. NCCL runs
 collectives between GPUs, gloo between CPU processes. Rank 0 alone writes outputs.
+
+Failures end every process, in one line: a rank that dies makes the collectives of the others fail (``lost_ranks``)
+and the launcher name it; a launcher that dies leaves its ranks, which torchrun starts in sessions of their own,
+running, so each rank watches it (``watch_launcher``) and stops.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
 from stages.cli import UserError
@@ -31,11 +40,17 @@ class World:
     size: int = 1
     local_rank: int = 0
     local_size: int = 1
+    launcher: int = 0  # the pid of the process that started this rank (torchrun's agent); 0 outside torchrun
 
     @property
     def main(self) -> bool:
         """Whether this process writes the outputs and prints progress."""
         return self.rank == 0
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether the launcher is gone: this rank then has a new parent."""
+        return self.launcher != 0 and os.getppid() != self.launcher
 
 
 def current_world() -> World:
@@ -47,6 +62,7 @@ def current_world() -> World:
         size=int(os.environ["WORLD_SIZE"]),
         local_rank=int(os.environ["LOCAL_RANK"]),
         local_size=int(os.environ["LOCAL_WORLD_SIZE"]),
+        launcher=os.getppid(),
     )
 
 
@@ -83,6 +99,9 @@ def launch(processes: int) -> None:
             f"training process rank {rank} failed first ({ending(failure)}); "
             "the others were stopped and no model was written"
         ) from None
+    except SignalException as error:
+        # torchrun passed the signal (SIGTERM, SIGINT, …) on to the ranks, and rank 0 said where they stopped
+        sys.exit(128 + error.sigval)
 
 
 def ending(failure: ProcessFailure) -> str:
@@ -90,20 +109,50 @@ def ending(failure: ProcessFailure) -> str:
     return f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
 
 
+class RanksStopping(Exception):
+    """A collective failed because the other ranks were stopping too (a SIGTERM, a lost launcher), not dying."""
+
+
 @contextlib.contextmanager
-def lost_ranks(world: World) -> Iterator[None]:
-    """Turn a collective's failure, when another rank died, into one line instead of a traceback per rank."""
+def lost_ranks(world: World, stopping: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Turn a collective's failure, when another rank died, into one line instead of a traceback per rank; when this
+    rank was ``stopping`` too, the others stopped first: ``RanksStopping``, to stop as they did.
+    """
     try:
         yield
     except (dist.DistError, RuntimeError) as error:
         text = str(error)
         if world.size == 1 or not (isinstance(error, dist.DistError) or "gloo" in text or "NCCL" in text):
             raise
+        if stopping() or world.orphaned:
+            raise RanksStopping from None
         raise UserError(f"rank {world.rank} lost another training process: {text.splitlines()[0]}") from None
+
+
+def watch_launcher(world: World, interval: float = 0.5, grace: float = 20.0) -> None:
+    """Stop this rank once its launcher is gone (killed): it is sent SIGTERM, on which training stops between two
+    steps, as on a scheduler's; a rank still running ``grace`` seconds later (waiting in a rendezvous, say) is ended,
+    so none trains on, or writes a model, alone.
+    """
+
+    def watch() -> None:
+        while not world.orphaned:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        print(
+            f"error: rank {world.rank}: the launcher (pid {world.launcher}) is gone, and this process did not stop "
+            f"within {grace:.0f} s: ended",
+            file=sys.stderr,
+        )
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher watch", daemon=True).start()
 
 
 def join(world: World, device: torch.device) -> torch.device:
     """Join the process group (NCCL on GPUs, gloo on CPUs) and return this rank's device."""
+    watch_launcher(world)
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
@@ -151,6 +200,26 @@ def sum_over_ranks(values: list[float], world: World, device: torch.device) -> l
     summed = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(summed)
     return summed.tolist()
+
+
+def gather_to_main(value: Any, world: World) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on rank 0; the others get an empty list."""
+    if world.size == 1:
+        return [value]
+    gathered: list[Any] | None = [None] * world.size if world.main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered or []
+
+
+def from_main(value: int, world: World, device: torch.device) -> int:
+    """``value`` as rank 0 holds it (one broadcast): what rank 0 alone knows, such as the epoch of the best
+    validation accuracy, every rank must act on alike.
+    """
+    if world.size == 1:
+        return value
+    held = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(held, src=0)
+    return int(held.item())
 
 
 def say(world: World, message: str) -> None:

@@ -16,7 +16,7 @@ from stages.inference import shift_step, shifted_probabilities
 from stages.models import load_checkpoint
 from stages.params import SILENCE, UNKNOWN, EvaluateParams
 from stages.paths import CONFUSION, EVAL_METRICS, MODEL, split_file
-from stages.processed import check_labels, load_split
+from stages.processed import check_fits, load_split
 from stages.runtime import select_device
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     model, checkpoint = load_checkpoint(MODEL, device)
     test = load_split(split_file("test"))
     label_names = checkpoint["label_names"]
-    check_labels(MODEL, label_names, split_file("test"), test["label_names"])
+    check_fits(MODEL, checkpoint, split_file("test"), test)
     waveforms, actual = test["waveforms"].to(device), test["labels"]
     step = shift_step(config.shift_step_ms, checkpoint["audio"]["sample_rate"])
     shifts = config.test_time_shifts

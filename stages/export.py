@@ -51,7 +51,7 @@ from stages.models import EmbeddingClassifier, Ensemble, load_checkpoint
 from stages.params import ExportParams
 from stages.paths import EXPORT_LATENCY, EXPORT_METRICS, INT8_MODEL, MODEL, ONNX_MODEL, split_file
 from stages.predict_onnx import EMBEDDINGS, WAVEFORM, OnnxModel
-from stages.processed import check_labels, load_split
+from stages.processed import check_fits, load_split
 
 OPSET = 18  # the dynamo exporter's own opset (STFT needs 17); converting down to 17 fails on Pad
 BATCH = 64  # clips per onnxruntime call when scoring the test split
@@ -449,7 +449,7 @@ def main() -> None:
     module, inputs = exportable(model)
     label_names, audio = checkpoint["label_names"], checkpoint["audio"]
     train, test = load_split(split_file("train")), load_split(split_file("test"))
-    check_labels(MODEL, label_names, split_file("test"), test["label_names"])
+    check_fits(MODEL, checkpoint, split_file("test"), test)
     calibration_clips = train["waveforms"][spread(config.calibration_clips, len(train["labels"]))]
     waveforms, actual = test["waveforms"], test["labels"].numpy()
 

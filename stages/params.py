@@ -352,6 +352,8 @@ class TrainParams(Section):
     lr: float = positive(0.001)
     weight_decay: float = at_least(0, 1e-4)
     checkpoint: str = choice("last", ("last", "best"))
+    # 0: off. Else stop once validation accuracy has not improved for this many epochs (each ensemble member alone)
+    patience: int = at_least(0, 0)
     schedule: str = choice("onecycle", ("none", "onecycle", "cosine"))
     warmup_epochs: float = at_least(0, 4.0)
     label_smoothing: float = fraction(0.1)

@@ -16,7 +16,7 @@ from stages.cli import run
 from stages.fileio import atomic_path
 from stages.models import load_checkpoint
 from stages.paths import CONFUSION, HISTORY, MODEL, image, split_file
-from stages.processed import check_labels, load_split
+from stages.processed import check_fits, load_split
 
 EXAMPLE_COLUMNS = 5
 
@@ -169,7 +169,7 @@ def main() -> None:
     model, checkpoint = load_checkpoint(MODEL)
     label_names = checkpoint["label_names"]
     test = load_split(split_file("test"))
-    check_labels(MODEL, label_names, split_file("test"), test["label_names"])
+    check_fits(MODEL, checkpoint, split_file("test"), test)
     save(learning_curves(read_csv(HISTORY)), image("learning_curves"))
     save(confusion_matrix(read_csv(CONFUSION), label_names), image("confusion_matrix"))
     save(kernels(model.first_layer.weight.detach().numpy(), checkpoint["audio"]["sample_rate"]), image("kernels"))

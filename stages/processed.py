@@ -12,7 +12,7 @@ tensor.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -99,10 +99,18 @@ def load_split(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_labels(model: Path, model_labels: Sequence[str], split: Path, split_labels: Sequence[str]) -> None:
-    """Refuse a model whose labels differ from a split's: its class indices would be scored as other words."""
-    if list(model_labels) != list(split_labels):
-        raise UserError(
-            f"{model} was trained on labels [{', '.join(model_labels)}] but {split} holds "
-            f"[{', '.join(split_labels)}]: run `dvc repro` to retrain"
-        )
+def check_fits(model: Path, checkpoint: dict[str, Any], split: Path, data: dict[str, Any]) -> None:
+    """Refuse a model (its ``checkpoint``) whose labels or sample rate differ from a split's (``data``): its class
+    indices would be scored as other words, and it would hear every clip too fast or too slow. One line names what
+    differs.
+    """
+    model_labels, split_labels = list(checkpoint["label_names"]), list(data["label_names"])
+    model_rate, split_rate = checkpoint["audio"]["sample_rate"], data["sample_rate"]
+    if model_labels == split_labels and model_rate == split_rate:
+        return
+    trained, held = "clips", "clips"
+    if model_labels != split_labels:
+        trained, held = f"labels [{', '.join(model_labels)}]", f"[{', '.join(split_labels)}]"
+    if model_rate != split_rate:
+        trained, held = f"{trained} at {model_rate} Hz", f"{held} at {split_rate} Hz"
+    raise UserError(f"{model} was trained on {trained} but {split} holds {held}: run `dvc repro` to retrain")

@@ -50,9 +50,16 @@ def digest(*tensors: torch.Tensor) -> str:
     return hasher.hexdigest()
 
 
+# The layout of a saved state: raise it when the train stage saves or reads its state otherwise, so that a state
+# of another version is refused (and replaced) rather than misread.
+STATE_FORMAT = 2
+
+
 def stamp(settings: dict[str, Any], data: str) -> dict[str, Any]:
-    """What a state must match to be resumed: the settings that shape training, and the data's digest."""
-    return {"settings": settings, "data": data}
+    """What a state must match to be resumed: this layout, the settings that shape training (the data's labels and
+    sample rate among them), and the data's digest.
+    """
+    return {"format": STATE_FORMAT, "settings": settings, "data": data}
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -76,15 +83,20 @@ def load_state(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = state["stamp"]
+        settings, data = saved["settings"], saved["data"]
     except Exception as error:
         raise UserError(
             f"{path} is not a readable training state ({type(error).__name__}); delete it to start afresh"
         ) from None
     if saved == expected:
         return state
-    reasons = differences(saved["settings"], expected["settings"])
-    if saved["data"] != expected["data"]:
-        reasons.append("the training data changed")
+    found = saved.get("format", 1)  # the first layout had no format
+    if found != STATE_FORMAT:
+        reasons = [f"state format {found!r}, of another version of this project -> {STATE_FORMAT}"]
+    else:
+        reasons = differences(settings, expected["settings"])
+        if data != expected["data"]:
+            reasons.append("the training data changed")
     why = "; ".join(reasons[:4]) + ("; …" if len(reasons) > 4 else "")
     print(
         f"warning: not resuming from {path}: it was saved by a run with other settings or data ({why}); "

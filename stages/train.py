@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,12 @@ from stages import params
 from stages.augment import Augment
 from stages.cli import UserError, run
 from stages.distributed import (
+    RanksStopping,
     World,
     check_launch,
     current_world,
+    from_main,
+    gather_to_main,
     join,
     launch,
     leave,
@@ -282,13 +286,16 @@ class Member:
 
 @dataclass
 class Fitted:
-    """A trained model with its kept weights loaded (``train.checkpoint``), its history and its kept epoch's row."""
+    """A trained model with its kept weights loaded (``train.checkpoint``), its history, its kept epoch's row and,
+    with ``train.patience``, the last epoch it trained.
+    """
 
     model: torch.nn.Module
     history: list[dict]
     epoch_seconds: list[float]
     best: dict
     kept: dict
+    stopped: int | None = None
 
 
 def members_of(
@@ -325,9 +332,11 @@ def split_inputs(embedded: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return train_x, train_y, val_x, val_y
 
 
-def fit(member: Member, augment_config: AugmentParams, world: World, device: torch.device, n_output: int) -> Fitted:
+def fit(
+    member: Member, augment_config: AugmentParams, world: World, device: torch.device, label_names: list[str], rate: int
+) -> Fitted:
     """Train one model from its seed (or from its saved state), as the notebook's loop does, with the params'
-    schedule, smoothing and augmentation.
+    schedule, smoothing and augmentation, to tell ``label_names`` apart in clips at ``rate`` Hz.
     """
     config, config_of_model = member.train, member.config
     seed_everything(config.seed + world.rank)  # ranks draw their own dropout; rank 0 draws as a single process
@@ -339,6 +348,9 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
             "model": config_of_model,
             "augment": augment_config.as_dict() if config.augment else None,
             "processes": world.size,
+            # the digest tells other data apart too; these say how it differs
+            "labels": label_names,
+            "sample_rate": rate,
         },
         digest(train_x, train_y, val_x, val_y),
     )
@@ -347,7 +359,7 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
     train_y = train_y.to(train_x.device)  # labels stay beside their inputs, where the batch indices are
     val_x, val_y = val_x.to(device), val_y.to(device)
 
-    model = build_model(config_of_model, n_output).to(device)
+    model = build_model(config_of_model, len(label_names)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_rank = (len(train_y) - len(train_y) % world.size) // world.size
     steps_per_epoch = math.ceil(per_rank / rank_batch_size(config.batch_size, world))
@@ -360,7 +372,8 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
     if world.size > 1:
         forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
     shuffle = torch.Generator().manual_seed(config.seed)  # the same order on every rank, each takes its shard
-    loop = Loop(forward, optimizer, scheduler, shuffle, device, amp, config, world, TermSignal())
+    stop = TermSignal()
+    loop = Loop(forward, optimizer, scheduler, shuffle, device, amp, config, world, stop)
     say(
         world,
         f"training {config_of_model['name']} ({count_parameters(model):,} parameters) on {device}"
@@ -380,17 +393,24 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
-        if world.main:  # the state holds rank 0's draws; other ranks restart theirs from their seeds
-            restore_random_states(saved["random"], device)
-            if augment is not None:
-                augment.generator.set_state(saved["augment"])
+        draws = saved["draws"][world.rank]  # each rank's own: dropout, augmentation
+        restore_random_states(draws["random"], device)
+        if augment is not None:
+            augment.generator.set_state(draws["augment"])
         history, epoch_seconds, best = saved["history"], saved["epoch_seconds"], saved["best"]
         start = EpochStart(saved["shuffle"], saved["step"], saved["losses"], saved["correct"])
         first_epoch = saved["epoch"]
         say(world, f"resuming from {member.state_path}: epoch {first_epoch}, after batch {saved['step']}")
 
     def save(epoch: int, at: EpochStart) -> None:
-        """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches)."""
+        """The state to continue from at the start of ``epoch`` (after ``at.step`` of its batches), written by rank 0
+        with every rank's random generators, so that each rank draws on as it would have.
+        """
+        draws = {
+            "random": random_states(device),
+            "augment": augment.generator.get_state() if augment is not None else None,
+        }
+        every = gather_to_main(draws, world)
         if world.main:
             save_state(
                 member.state_path,
@@ -404,47 +424,82 @@ def fit(member: Member, augment_config: AugmentParams, world: World, device: tor
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "random": random_states(device),
-                    "augment": augment.generator.get_state() if augment is not None else None,
+                    "draws": every,
                     "history": history,
                     "epoch_seconds": epoch_seconds,
                     "best": best,
                 },
             )
 
-    for epoch in range(first_epoch, config.epochs + 1):
-        began = time.perf_counter()
-        try:
-            with lost_ranks(world):
-                train_loss, train_acc = train_epoch(loop, train_x, train_y, epoch, start)
-        except Preempted as stopped:
-            save(epoch, EpochStart(start.shuffle_state, stopped.step, stopped.losses, stopped.correct))
-            stopped_by_sigterm(world, epoch, stopped.step)
-        start = EpochStart(loop.shuffle.get_state())
-        if world.main:
-            val_loss, val_acc = score_validation(model, val_x, val_y, config.batch_size, amp)
-            if not math.isfinite(val_loss):
-                raise UserError(f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again")
-            seconds = time.perf_counter() - began
-            row = (epoch, train_loss, train_acc, val_loss, val_acc)
-            history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
-            epoch_seconds.append(seconds)
-            print(
-                f"epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s",
-                file=sys.stderr,
-            )
-            if val_acc > best["val_acc"]:
-                best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
-        save(epoch + 1, start)
-        if loop.stop.received and epoch < config.epochs:
-            stopped_by_sigterm(world, epoch + 1, 0)
+    def stopping() -> bool:
+        return stop.received
+
+    def stop_in(epoch: int) -> NoReturn:
+        """Stop several processes in ``epoch``: they stop up to a step apart, each with its own share of the batches
+        done, so none of the epoch is kept and the next run does it again from its start.
+        """
+        stop_here(world, member.state_path if saved is not None or epoch > first_epoch else None, epoch)
+
+    epoch = first_epoch
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if plateaued(config.patience, best["epoch"], epoch - 1):  # checked first: a resumed run may have stopped
+                say(
+                    world,
+                    f"stopping early after epoch {epoch - 1}: validation accuracy has not beaten its best "
+                    f"({best['val_acc']:.4f}, epoch {best['epoch']}) for {config.patience} epochs",
+                )
+                break
+            began = time.perf_counter()
+            try:
+                with lost_ranks(world, stopping):
+                    train_loss, train_acc = train_epoch(loop, train_x, train_y, epoch, start)
+            except Preempted as stopped:
+                if world.size > 1:
+                    stop_in(epoch)
+                save(epoch, EpochStart(start.shuffle_state, stopped.step, stopped.losses, stopped.correct))
+                stop_here(world, member.state_path, epoch, stopped.step)
+            start = EpochStart(loop.shuffle.get_state())
+            if world.main:
+                val_loss, val_acc = score_validation(model, val_x, val_y, config.batch_size, amp)
+                if not math.isfinite(val_loss):
+                    raise UserError(
+                        f"the validation loss became {val_loss} in epoch {epoch}; lower train.lr and run again"
+                    )
+                seconds = time.perf_counter() - began
+                row = (epoch, train_loss, train_acc, val_loss, val_acc)
+                history.append(dict(zip(HISTORY_COLUMNS, row, strict=True)))
+                epoch_seconds.append(seconds)
+                print(
+                    f"epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+                    f"val loss {val_loss:.4f} acc {val_acc:.4f} | {seconds:.1f}s",
+                    file=sys.stderr,
+                )
+                if val_acc > best["val_acc"]:
+                    best = {"val_acc": val_acc, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            with lost_ranks(world, stopping):
+                save(epoch + 1, start)
+                if config.patience and world.size > 1:  # rank 0 alone validates: the others stop when it does
+                    best["epoch"] = from_main(best["epoch"], world, device)
+            if stopping() and epoch < config.epochs:
+                stop_here(world, member.state_path, epoch + 1, 0)
+    except RanksStopping:  # another rank stopped first, between its steps, and left this one's collective unanswered
+        stop_in(epoch)
     del loop, forward  # DDP's reducer goes before its process group (``leave``): freed after it, it waited forever
     kept = history[-1] if history else {}
     if world.main and config.checkpoint == "best":
         model.load_state_dict(best["state"])
         kept = history[best["epoch"] - 1]
-    return Fitted(model, history, epoch_seconds, best, kept)
+    stopped = len(history) if config.patience else None
+    return Fitted(model, history, epoch_seconds, best, kept, stopped)
+
+
+def plateaued(patience: int, best_epoch: int, epoch: int) -> bool:
+    """Whether training stops after ``epoch`` (``train.patience``): its validation accuracy last beat the best
+    ``patience`` or more epochs before. Accuracy, not loss: it is what ``checkpoint: best`` keeps and what the
+    metrics report, and the schedule's decay still lowers the loss by crumbs while the accuracy stands still.
+    """
+    return patience > 0 and epoch - best_epoch >= patience
 
 
 def train(config: TrainParams, model_section: ModelParams, augment_config: AugmentParams) -> None:
@@ -459,7 +514,7 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
     # an ensemble is built once: its resamplers give DS-CNN its clips, and it takes the trained members' weights
     ensemble = build_model(config_of_model, len(label_names)) if config_of_model["name"] == "ensemble" else None
     members = members_of(config, model_section, config_of_model, audio["sample_rate"], ensemble)
-    fitted = [fit(member, augment_config, world, device, len(label_names)) for member in members]
+    fitted = [fit(member, augment_config, world, device, label_names, audio["sample_rate"]) for member in members]
     leave(world)
     if world.main:
         model = fitted[0].model
@@ -474,18 +529,32 @@ def train(config: TrainParams, model_section: ModelParams, augment_config: Augme
             TRAIN_STATE.parent.rmdir()  # when nothing else is in it
 
 
-def stopped_by_sigterm(world: World, epoch: int, step: int) -> None:
-    """End the stage after SIGTERM, its state saved, as a preempted job should: with 143 (128 + SIGTERM)."""
-    say(
-        world,
-        f"stopped by SIGTERM: saved {TRAIN_STATE} to resume at epoch {epoch}, after batch {step}; run the stage "
-        "again to continue. No model was written.",
+def stop_here(world: World, state: Path | None, epoch: int, step: int | None = None) -> NoReturn:
+    """End the stage between two training steps, in one line from rank 0: after SIGTERM as a preempted job should,
+    with 143 (128 + SIGTERM); once the launcher of the training processes is gone, with 1. ``step``: ``state`` was
+    just saved, to resume at that step of ``epoch``; None: the next run does ``epoch`` again from its start, from
+    ``state`` or, None, afresh.
+    """
+    if step is not None:
+        where = f": saved {state} to resume at epoch {epoch}, after batch {step}"
+    elif state is not None:
+        where = f" in epoch {epoch}: {state} resumes it from its start (the processes keep no part of an epoch)"
+    else:
+        where = f" in epoch {epoch}, before any epoch was saved"
+    gone = world.orphaned
+    why = (
+        f"error: the training launcher (pid {world.launcher}) is gone; the processes stopped"
+        if gone
+        else "stopped by SIGTERM"
     )
-    sys.exit(143)
+    say(world, f"{why}{where}; run the stage again to continue. No model was written.")
+    sys.exit(1 if gone else 143)
 
 
 def member_metrics(result: Fitted) -> dict:
-    """The kept epoch's losses and accuracies, the best validation accuracy and the size of one trained model."""
+    """The kept epoch's losses and accuracies, the best validation accuracy, the last epoch trained (only with
+    ``train.patience``: a run without it trains every epoch) and the size of one trained model.
+    """
     kept, best = result.kept, result.best
     return {
         "epoch": kept["epoch"],
@@ -495,6 +564,7 @@ def member_metrics(result: Fitted) -> dict:
         "val_acc": kept["val_acc"],
         "best_val_acc": best["val_acc"],
         "best_epoch": best["epoch"],
+        **({} if result.stopped is None else {"stopped_epoch": result.stopped}),
         "parameters": count_parameters(result.model),
     }
 

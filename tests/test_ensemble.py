@@ -16,7 +16,16 @@ from stages import params
 from stages.audio import prepare
 from stages.cli import UserError
 from stages.models import DSCNN, EmbeddingClassifier, Ensemble, load_checkpoint
-from tests.helpers import PARAMETERS, stage, tone, training_until, write_params, write_processed, write_wav
+from tests.helpers import (
+    PARAMETERS,
+    repeat_first_validation_clip,
+    stage,
+    tone,
+    training_until,
+    write_params,
+    write_processed,
+    write_wav,
+)
 
 # each member with a recipe of its own: other epochs, batch sizes and learning rates, augmentation for DS-CNN only
 ENSEMBLE = {
@@ -124,6 +133,20 @@ def test_a_stopped_ensemble_resumes_without_training_its_finished_member_again(t
     reference = torch.load(trained[0] / "models/model.pt", weights_only=True)["state_dict"]
     assert weights.keys() == reference.keys() and all(torch.equal(weights[key], reference[key]) for key in weights)
     assert not (root / STATES).exists()
+
+
+def test_with_patience_each_member_stops_on_its_own_plateau(tmp_path):
+    write_processed(tmp_path, clips_per_label=3, samples=16000, sample_rate=16000)
+    repeat_first_validation_clip(tmp_path)  # validation accuracy 0.1 at every epoch, for both members
+    recipes = {"embedding_train": {"epochs": 6}, "dscnn_train": {"epochs": 5, "batch_size": 6, "warmup_epochs": 1.0}}
+    write_params(tmp_path, model={"name": "ensemble", "ensemble": recipes}, embed={"copies": 0}, train={"patience": 2})
+    stage("embed", tmp_path)
+    log = stage("train", tmp_path).stderr
+    assert log.count("stopping early after epoch 3") == 2
+    members = json.loads((tmp_path / "metrics/train.json").read_text())["members"]
+    assert [(member["stopped_epoch"], member["best_epoch"]) for member in members.values()] == [(3, 1), (3, 1)]
+    history = (tmp_path / "plots/train_history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_a_member_recipe_that_breaks_a_train_rule_is_refused_by_its_name():

@@ -111,6 +111,37 @@ def test_a_state_of_other_data_is_refused(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # the same clips under other names: the data's digest alone would not tell them apart
+        ({"label_names": tuple(f"word{index}" for index in range(10))}, "labels ['zero', 'one', 'two', 'three', "),
+        ({"sample_rate": 16000}, "sample_rate 8000 -> 16000"),
+    ],
+    ids=["labels", "sample rate"],
+)
+def test_a_state_of_other_labels_or_another_sample_rate_is_refused_saying_so(tmp_path, data, expected):
+    root = project(tmp_path)
+    assert stop_while_training(root, "epoch   2:", signal.SIGKILL) == -signal.SIGKILL
+    write_processed(root, clips_per_label=20, **data)
+    result = stage("train", root)
+    assert "warning: not resuming from checkpoints/train_state.pt" in result.stderr and expected in result.stderr
+    assert "resuming from checkpoints/train_state.pt: epoch" not in result.stderr and "Traceback" not in result.stderr
+    assert not (root / STATE).exists()
+
+
+def test_a_state_of_an_older_layout_is_refused_saying_so(tmp_path):
+    root = project(tmp_path)
+    assert stop_while_training(root, "epoch   2:", signal.SIGKILL) == -signal.SIGKILL
+    state = torch.load(root / STATE, weights_only=True)
+    del state["stamp"]["format"]  # as the first layout saved it
+    torch.save(state, root / STATE)
+    result = stage("train", root)
+    assert "not resuming from checkpoints/train_state.pt" in result.stderr
+    assert "(state format 1, of another version of this project -> 2)" in result.stderr
+    assert "resuming from checkpoints/train_state.pt: epoch" not in result.stderr
+
+
 def test_resume_false_ignores_a_saved_state(tmp_path):
     root = project(tmp_path)
     assert stop_while_training(root, "epoch   2:", signal.SIGKILL) == -signal.SIGKILL

@@ -20,7 +20,7 @@ def test_the_notebook_run_is_the_notebooks_loop_on_m5():
         data[section] = {**data.get(section, {}), **values}
     train = params.validate(data, params.TrainParams)
     assert (train.schedule, train.label_smoothing, train.augment) == ("none", 0.0, False)
-    assert (train.lr, train.weight_decay, train.epochs, train.batch_size) == (0.01, 1e-4, 10, 256)
+    assert (train.lr, train.weight_decay, train.epochs, train.batch_size, train.patience) == (0.01, 1e-4, 10, 256, 0)
     assert params.validate(data, params.ModelParams).name == "m5"
     assert params.validate(data, params.PreprocessParams).sample_rate == 8000
     synthetic = params.validate(data, params.DataParams)
@@ -71,6 +71,8 @@ def test_schedules_warm_up_to_the_peak_then_decay(schedule):
         ({"train": {"warmup_epochs": 40}}, "train: warmup_epochs must be < epochs"),
         ({"train": {"label_smoothing": 1.0}}, "train.label_smoothing must be a number >= 0 and < 1, got 1.0"),
         ({"train": {"augment": "yes"}}, "train.augment must be true or false, got 'yes'"),
+        ({"train": {"patience": -1}}, "train.patience must be an integer >= 0, got -1"),
+        ({"train": {"patience": 2.5}}, "train.patience must be an integer >= 0, got 2.5"),
         ({"augment": {"snr_db_min": 30, "snr_db_max": 10}}, "augment: snr_db_min must be <= snr_db_max"),
         ({"model": {"bcresnet": {"win_length": 512}}}, "model.bcresnet: win_length must be <= n_fft"),
         ({"model": {"dscnn": {"normalise": "per-clip"}}}, "model.dscnn.normalise must be one of none, clip, band"),
