@@ -9,13 +9,38 @@ import pytest
 import torch
 
 from stages.models import M5, save_checkpoint
-from stages.preprocess import LABEL_NAMES
+from stages.params import DIGITS
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
 
-def write_model(root):
+def write_model(root, labels: tuple[str, ...] = DIGITS):
     torch.manual_seed(0)
-    save_checkpoint(root / "models/model.pt", M5(), {"name": "m5"}, LABEL_NAMES, {"sample_rate": 8000, "samples": 8000})
+    model, audio = M5(n_output=len(labels)), {"sample_rate": 8000, "samples": 8000}
+    save_checkpoint(root / "models/model.pt", model, {"name": "m5"}, list(labels), audio)
+
+
+def digit_recordings(folder, takes: int = 2) -> None:
+    for digit in range(10):
+        for take in range(takes):
+            write_wav(folder / f"{digit}_anna_{take}.wav", tone(300 + 60 * digit, 8000, 0.4), 8000)
+
+
+def test_a_model_of_other_words_skips_a_digit_corpus_and_one_with_unknown_scores_it_as_unknown(tmp_path):
+    digit_recordings(tmp_path / "mirror" / "recordings")
+    write_model(tmp_path, ("yes", "no"))
+    transfer(tmp_path, {"fsdd": str(tmp_path / "mirror")})
+    scores = json.loads((tmp_path / "metrics/transfer.json").read_text())["fsdd"]
+    assert scores == {
+        "skipped": "none of its words (eight, five, four, nine, one, seven, six, three, two, zero) is "
+        "a label of the model"
+    }
+
+    write_model(tmp_path, ("yes", "one", "_unknown_"))
+    transfer(tmp_path, {"fsdd": str(tmp_path / "mirror")})
+    scores = json.loads((tmp_path / "metrics/transfer.json").read_text())["fsdd"]
+    assert scores["clips"] == 20, "every digit: 'one' as itself, the others as _unknown_"
+    assert sum(scores["confusion"]["_unknown_"].values()) == 18 and sum(scores["confusion"]["one"].values()) == 2
+    assert 0 <= scores["unknown_false_accept"] <= 1 and "words_accuracy" in scores
 
 
 def transfer(root, sets: dict, check: bool = True):
