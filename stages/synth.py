@@ -124,7 +124,7 @@ _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), 
 # espeak-ng clip (one core, measured in docs/speed.md): the progress bar counts work, not clips, so that its estimate
 # of the time left is right from the start, while Kokoro's slow clips come first.
 ESPEAK, PIPER, KOKORO = (), (1,), (2,)
-ENGINE_COST = {ESPEAK: 1.0, PIPER: 20.0, KOKORO: 150.0}
+ENGINE_COST = {ESPEAK: 1.0, PIPER: 20.0, KOKORO: 200.0}
 PROGRESS_SECONDS = 0.5  # how often the bar is redrawn from the workers' shared counters
 
 
