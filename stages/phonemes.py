@@ -70,7 +70,7 @@ _RULES = tuple(
 )
 
 
-def _check(lib: ctypes.CDLL, status: int, what: str) -> None:
+def check_status(lib: ctypes.CDLL, status: int, what: str) -> None:
     """Turn an espeak_ng_STATUS into a ``UserError`` carrying espeak's own message."""
     if status != 0:
         message = ctypes.create_string_buffer(512)
@@ -78,9 +78,10 @@ def _check(lib: ctypes.CDLL, status: int, what: str) -> None:
         raise UserError(f"{what}: {message.value.decode(errors='replace')}")
 
 
-@functools.cache
-def _espeak() -> ctypes.CDLL:
-    """espeak-ng from the wheel's library and data, set to the en-us voice: loaded once, on first use (see above)."""
+def load_espeak() -> tuple[ctypes.CDLL, str]:
+    """espeak-ng's library from the espeakng-loader wheel, initialised with the wheel's data (never a system
+    install), and that data's folder; the phonemiser here and ``synth.Espeak`` both start from it.
+    """
     try:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data_path = espeakng_loader.get_data_path()
@@ -91,11 +92,18 @@ def _espeak() -> ctypes.CDLL:
         ) from error
     lib.espeak_ng_InitializePath.argtypes = [ctypes.c_char_p]
     lib.espeak_ng_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_ng_InitializePath(os.fsencode(data_path))
+    check_status(lib, lib.espeak_ng_Initialize(None), f"cannot initialise espeak-ng with the data in {data_path}")
+    return lib, data_path
+
+
+@functools.cache
+def _espeak() -> ctypes.CDLL:
+    """espeak-ng set to the en-us voice for phonemising: loaded once, on first use (see above)."""
+    lib, _ = load_espeak()
     lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-    lib.espeak_ng_InitializePath(os.fsencode(data_path))  # the wheel's data, never a system install
-    _check(lib, lib.espeak_ng_Initialize(None), f"cannot initialise espeak-ng with the data in {data_path}")
-    _check(lib, lib.espeak_ng_SetVoiceByName(VOICE.encode()), f"espeak-ng voice '{VOICE}'")
+    check_status(lib, lib.espeak_ng_SetVoiceByName(VOICE.encode()), f"espeak-ng voice '{VOICE}'")
     return lib
 
 

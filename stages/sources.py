@@ -400,18 +400,15 @@ SOURCES: dict[str, Source] = {
         split_rule="test = the archive's validation_list.txt (as in the notebook); "
         "validation = 10 % of the training speakers, chosen by hash",
     ),
-    "speech-commands": Source(
-        url="http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
-        sha256="",
-        read=read_speech_commands,
-        split_rule="the official validation_list.txt and testing_list.txt (speaker-disjoint by hash)",
-    ),
-    "speech-commands-v0.01": Source(
-        url="http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
-        sha256="",
-        read=read_speech_commands,
-        split_rule="the official validation_list.txt and testing_list.txt (speaker-disjoint by hash)",
-    ),
+    **{
+        name: Source(
+            url=f"http://download.tensorflow.org/data/speech_commands_{version}.tar.gz",
+            sha256="",
+            read=read_speech_commands,
+            split_rule="the official validation_list.txt and testing_list.txt (speaker-disjoint by hash)",
+        )
+        for name, version in (("speech-commands", "v0.02"), ("speech-commands-v0.01", "v0.01"))
+    },
     "fsdd": Source(
         url="https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.tar.gz",
         sha256="",

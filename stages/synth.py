@@ -35,14 +35,12 @@ import importlib.resources
 import json
 import math
 import multiprocessing
-import os
 import re
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import espeakng_loader
 import numpy as np
 import soundfile
 import torch
@@ -52,7 +50,7 @@ from tqdm import tqdm
 from stages.audio import RATE_STEP
 from stages.cli import UserError
 from stages.params import DIGITS, SILENCE, UNKNOWN
-from stages.phonemes import kokoro_phonemes
+from stages.phonemes import check_status, kokoro_phonemes, load_espeak
 from stages.runtime import worker_count
 
 SAMPLE_RATE = 16000
@@ -203,21 +201,10 @@ class Espeak:
     """
 
     def __init__(self) -> None:
-        try:
-            self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
-            data_path = espeakng_loader.get_data_path()
-        except (OSError, RuntimeError) as error:
-            raise UserError(
-                f"cannot load espeak-ng from the espeakng-loader wheel ({error}); "
-                "reinstall it: pip install -r requirements.txt"
-            ) from error
+        self._lib, data_path = load_espeak()
         self._variants = Path(data_path, "voices", "!v")
         self._libc = ctypes.CDLL(None)  # for srand(): espeak's breath noise uses libc rand()
-        self._lib.espeak_ng_InitializePath.argtypes = [ctypes.c_char_p]
-        self._lib.espeak_ng_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self._lib.espeak_ng_InitializePath(os.fsencode(data_path))  # the wheel's data, never a system install
-        self._check(self._lib.espeak_ng_Initialize(None), f"cannot initialise espeak-ng with the data in {data_path}")
         self._check(self._lib.espeak_ng_InitializeOutput(_OUTPUT_SYNCHRONOUS, 0, None), "cannot set up espeak-ng")
         self.sample_rate: int = self._lib.espeak_ng_GetSampleRate()
         self._chunks: list[np.ndarray] = []
@@ -225,11 +212,7 @@ class Espeak:
         self._lib.espeak_SetSynthCallback(self._callback)
 
     def _check(self, status: int, what: str) -> None:
-        """Turn an espeak_ng_STATUS into a ``UserError`` carrying espeak's own message."""
-        if status != 0:
-            message = ctypes.create_string_buffer(512)
-            self._lib.espeak_ng_GetStatusCodeMessage(status, message, len(message))
-            raise UserError(f"{what}: {message.value.decode(errors='replace')}")
+        check_status(self._lib, status, what)
 
     def _collect(self, samples: ctypes.Array, count: int, _events: int | None) -> int:
         if count > 0:
