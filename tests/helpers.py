@@ -112,3 +112,28 @@ def repeat_first_validation_clip(root: Path) -> None:
     validation = load_split(path)
     waveforms = validation["waveforms"]
     save_split(path, {**validation, "waveforms": waveforms[:1].expand_as(waveforms).clone()})
+
+
+def run_outcome(root: Path) -> tuple[dict, dict, str]:
+    """A finished training run's metrics, weights and history."""
+    import json
+
+    import torch
+
+    weights = torch.load(root / "models/model.pt", weights_only=True)["state_dict"]
+    return (
+        json.loads((root / "metrics/train.json").read_text()),
+        weights,
+        (root / "plots/train_history.csv").read_text(),
+    )
+
+
+def assert_same_run(first: Path, second: Path) -> None:
+    """Two training runs ended in the same metrics, history and weights, bit for bit."""
+    import torch
+
+    metrics, weights, history = run_outcome(first)
+    other_metrics, other_weights, other_history = run_outcome(second)
+    assert metrics == other_metrics and history == other_history
+    assert weights.keys() == other_weights.keys()
+    assert all(torch.equal(weights[name], other_weights[name]) for name in weights)

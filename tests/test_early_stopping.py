@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import repeat_first_validation_clip, run, stage, training_until, write_params, write_processed
+from tests.helpers import (
+    assert_same_run,
+    repeat_first_validation_clip,
+    run,
+    run_outcome,
+    stage,
+    training_until,
+    write_params,
+    write_processed,
+)
 
 STATE = Path("checkpoints/train_state.pt")
 # M5 with augmentation and a one-cycle schedule, as tests/test_resume.py: a resume that missed a generator's or the
@@ -41,23 +50,6 @@ def plateau(root: Path, clips_per_label: int = 20, **train) -> Path:
     return root
 
 
-def outcome(root: Path) -> tuple[dict, dict, str]:
-    weights = torch.load(root / "models/model.pt", weights_only=True)["state_dict"]
-    return (
-        json.loads((root / "metrics/train.json").read_text()),
-        weights,
-        (root / "plots/train_history.csv").read_text(),
-    )
-
-
-def assert_same_run(first: Path, second: Path) -> None:
-    metrics, weights, history = outcome(first)
-    other_metrics, other_weights, other_history = outcome(second)
-    assert metrics == other_metrics and history == other_history
-    assert weights.keys() == other_weights.keys()
-    assert all(torch.equal(weights[name], other_weights[name]) for name in weights)
-
-
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory) -> Path:
     root = plateau(tmp_path_factory.mktemp("stopped"))
@@ -68,7 +60,7 @@ def stopped(tmp_path_factory) -> Path:
 
 
 def test_a_run_stops_when_validation_accuracy_plateaus_and_records_the_epoch(stopped):
-    metrics, _, history = outcome(stopped)
+    metrics, _, history = run_outcome(stopped)
     assert [row.split(",")[0] for row in history.splitlines()[1:]] == [str(epoch) for epoch in range(1, STOPPED + 1)]
     assert metrics["stopped_epoch"] == metrics["epoch"] == STOPPED  # checkpoint 'last': the epoch it stopped at
     assert metrics["best_epoch"] == 1 and metrics["best_val_acc"] == metrics["val_acc"] == pytest.approx(0.1)

@@ -18,15 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from stages import params
-from stages.models import build_model, model_config, save_checkpoint
-from tests.helpers import FSDD_ARCHIVE, environment, stage, tone, write_params, write_processed, write_wav
-from tests.test_export import TINY_MODELS, WITHOUT_TORCH
+from tests.helpers import FSDD_ARCHIVE, environment, stage, tone, write_wav
+from tests.test_export import WITHOUT_TORCH
+from tests.test_export import project as untrained_project
 from tools.project import measure
 
-LABELS = [f"word{index}" for index in range(10)]
 MODULES = ("stages.predict", "stages.predict_onnx")
 MARKER = "PREDICT_TEST_MARKER"  # set in a run's environment, to find its processes afterwards
 
@@ -34,14 +31,7 @@ MARKER = "PREDICT_TEST_MARKER"  # set in a run's environment, to find its proces
 def exported_project(root: Path, name: str, rate: int) -> Path:
     """A folder with an untrained, seeded checkpoint of model ``name`` and its export (the export stage's files)."""
     root.mkdir(parents=True, exist_ok=True)
-    write_params(
-        root, model={"name": name, name: TINY_MODELS[name]}, export={"latency_clips": 5, "max_int8_drop": 100.0}
-    )
-    write_processed(root, clips_per_label=3, samples=rate, sample_rate=rate, label_names=tuple(LABELS))
-    torch.manual_seed(0)
-    config = model_config(params.load(params.ModelParams, root / "params.yaml"), rate)
-    model = build_model(config, len(LABELS)).eval()
-    save_checkpoint(root / "models/model.pt", model, config, LABELS, {"sample_rate": rate, "samples": rate})
+    untrained_project(root, name, rate)
     stage("export", root)
     shutil.rmtree(root / "data")  # the predictors need the models alone
     return root

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import stage, training_until, write_params, write_processed
+from tests.helpers import assert_same_run, stage, training_until, write_params, write_processed
 
 STATE = Path("checkpoints/train_state.pt")
 # M5 with on-device augmentation and a one-cycle schedule: the run draws from the shuffle, augmentation and global
@@ -29,23 +29,6 @@ def project(root: Path, **train) -> Path:
     write_processed(root, clips_per_label=20)
     write_params(root, notebook=True, train={**TRAIN, **train})
     return root
-
-
-def outcome(root: Path) -> tuple[dict, dict, str]:
-    weights = torch.load(root / "models/model.pt", weights_only=True)["state_dict"]
-    return (
-        json.loads((root / "metrics/train.json").read_text()),
-        weights,
-        (root / "plots/train_history.csv").read_text(),
-    )
-
-
-def assert_same_run(first: Path, second: Path) -> None:
-    metrics, weights, history = outcome(first)
-    other_metrics, other_weights, other_history = outcome(second)
-    assert metrics == other_metrics and history == other_history
-    assert weights.keys() == other_weights.keys()
-    assert all(torch.equal(weights[name], other_weights[name]) for name in weights)
 
 
 def stop_while_training(root: Path, when: str, how: signal.Signals) -> int:
