@@ -16,9 +16,12 @@ install: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
 install-dev: $(VENV)/.installed-dev
 
-$(VENV)/.installed: requirements.txt
+# The pinned requirements, then the spokenwords library itself, editable (its console scripts: spokenwords-predict and
+# spokenwords-predict-onnx).
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # Made from the pinned vl-convert-python, never committed: remade when the venv or the script changes, or when missing

@@ -13,8 +13,9 @@ import tempfile
 
 import torch
 
-from stages import export, params
-from stages.models import build_model, model_config
+from spokenwords import params
+from spokenwords.models import onnx_export
+from spokenwords.models.architectures import build_model, model_config
 
 # model -> the setting that widens it, and the widths measured (the first is params.yaml's default)
 WIDTHS = {"m5": ("n_channel", (32, 64)), "dscnn": ("channels", (64, 172)), "bcresnet": ("width", (1.5, 6.0))}
@@ -23,13 +24,13 @@ SAMPLE_RATE = 16000
 
 def sizes(model: torch.nn.Module) -> tuple[int, int]:
     """Bytes of the float32 and the int8 file the export stage would write for ``model``."""
-    module, (input_name,) = export.exportable(model)
+    module, (input_name,) = onnx_export.exportable(model)
     clips = 0.1 * torch.randn(40, 1, SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as folder:
-        work = export.write_models(
+        work = onnx_export.write_models(
             module, {input_name: clips[:2]}, {input_name: clips.numpy()}, folder, {"model": type(model).__name__}
         )
-        return export.file_size(work["float32"]), export.file_size(work["int8"])
+        return onnx_export.file_size(work["float32"]), onnx_export.file_size(work["int8"])
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import numpy as np
 import soundfile
 import torch
 
-from stages.audio import prepare
-from stages.inference import shift_step, shifted_probabilities
-from stages.models import load_checkpoint
-from stages.sources import DIGITS, FSDD_PATTERN, FSDD_TEST_RECORDINGS
+from spokenwords.audio.torch_shaping import prepare
+from spokenwords.data.sources import DIGITS, FSDD_PATTERN, FSDD_TEST_RECORDINGS
+from spokenwords.inference.scoring import shift_step, shifted_probabilities
+from spokenwords.models.checkpoint import load_checkpoint
 from tools.project import FSDD_ARCHIVE
 
 NOISE_DB = 30.0

@@ -13,7 +13,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from stages.features import MFCC
+from spokenwords.audio.features import MFCC
 
 
 def layer_macs(module: nn.Module, output: torch.Tensor) -> int:

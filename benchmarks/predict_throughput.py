@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.predict_throughput [PROJECT] [--files 3000] [--memory 100 10000]
 
-``python -m stages.predict --json`` and ``python -m stages.predict_onnx --json`` run as real subprocesses (through
-``tools.peak_rss``, default options) on FSDD's 3,000 recordings, from the shared mirror (``tools.project.
+``python -m spokenwords.predict --json`` and ``python -m spokenwords.predict_onnx --json`` run as real subprocesses
+(through ``tools.peak_rss``, default options) on FSDD's 3,000 recordings, from the shared mirror (``tools.project.
 FSDD_ARCHIVE``; without it the benchmark says so and stops). Printed per predictor: files per second (the whole
 command's wall time, start-up included, and the start-up alone, one file), and the peak RSS of the main process and of
 the largest worker over 100 and over 10,000 files, the recordings repeated through symbolic links. The targets:
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tools.project import FSDD_ARCHIVE, REPO, measure
 
-MODELS = {"stages.predict": "models/model.pt", "stages.predict_onnx": "models/model.onnx"}
+MODELS = {"spokenwords.predict": "models/model.pt", "spokenwords.predict_onnx": "models/model.onnx"}
 
 
 def recordings(archive: Path, folder: Path) -> list[Path]:

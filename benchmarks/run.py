@@ -41,9 +41,9 @@ from dvc.repo import Repo
 
 from benchmarks.long_recordings import compare as compare_long
 from benchmarks.macs import count_macs
-from stages import params
-from stages.fileio import write_text
-from stages.models import build_model, count_parameters, model_config
+from spokenwords import params
+from spokenwords.fileio import write_text
+from spokenwords.models.architectures import build_model, count_parameters, model_config
 from tools.notebook import overrides as notebook_overrides
 from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run, write_params
 
@@ -130,8 +130,8 @@ COLUMNS: dict[str, list[list[str]]] = {
 
 
 def code_of(root: Path) -> dict[str, bytes]:
-    """The files that decide what a run computes, apart from params: the stages and the pipeline."""
-    files = [*sorted((root / "stages").glob("*.py")), root / "dvc.yaml"]
+    """The files that decide what a run computes, apart from params: the stages, the library and the pipeline."""
+    files = [*sorted((root / "stages").glob("*.py")), *sorted((root / "spokenwords").rglob("*.py")), root / "dvc.yaml"]
     return {str(path.relative_to(root)): path.read_bytes() for path in files if path.is_file()}
 
 

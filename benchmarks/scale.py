@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stages.paths import PROCESSED
+from spokenwords.paths import PROCESSED
 from tools.project import Measured, copy_project, measure, write_params
 
 WORKDIR = Path(tempfile.gettempdir()) / "spoken-digits-scale"

@@ -43,11 +43,11 @@ import torchaudio
 from torch import nn
 
 from benchmarks.macs import count_macs
-from stages import audio
-from stages.archives import extract
-from stages.models import M5
-from stages.params import TrainParams, validate
-from stages.train import EpochStart, Loop, TrainingForward, train_epoch
+from spokenwords.audio import torch_shaping
+from spokenwords.data.archives import extract
+from spokenwords.models.architectures import M5
+from spokenwords.params import TrainParams, validate
+from spokenwords.training.loop import EpochStart, Loop, TrainingForward, train_epoch
 from tools.notebook import NOTEBOOK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,22 +194,22 @@ def _send_clip(as_tensor: bool) -> tuple[np.ndarray | torch.Tensor, str]:
 
 
 def _step_seconds(paths: list[Path]) -> dict[str, float]:
-    """Seconds per clip of each step of ``audio.prepare``, in a worker process as ``prepare_many`` runs it (one
+    """Seconds per clip of each step of ``torch_shaping.prepare``, in a worker process as ``prepare_many`` runs it (one
     thread: the main process's thread pool would wait on the other cores' work).
     """
     torch.set_num_threads(1)
     steps = {"decode": 0.0, "resample": 0.0, "locate": 0.0}
     for path in paths:
         start = time.perf_counter()
-        waveform, rate = audio.read_mono(path, audio.MAX_SECONDS)
+        waveform, rate = torch_shaping.read_mono(path, torch_shaping.MAX_SECONDS)
         steps["decode"] += time.perf_counter() - start
-        source_rate = round(rate / audio.RATE_STEP) * audio.RATE_STEP
+        source_rate = round(rate / torch_shaping.RATE_STEP) * torch_shaping.RATE_STEP
         start = time.perf_counter()
         if source_rate != SOURCE_RATE:
-            waveform = audio.resampler(source_rate, SOURCE_RATE)(waveform)
+            waveform = torch_shaping.resampler(source_rate, SOURCE_RATE)(waveform)
         steps["resample"] += time.perf_counter() - start
         start = time.perf_counter()
-        audio.locate(waveform, SOURCE_RATE, SOURCE_RATE)
+        torch_shaping.locate(waveform, SOURCE_RATE, SOURCE_RATE)
         steps["locate"] += time.perf_counter() - start
     return {name: seconds / len(paths) for name, seconds in steps.items()}
 
@@ -221,7 +221,7 @@ def preprocess_rows(paths: list[Path], sample: int) -> tuple[dict, list[torch.Te
     speeds, clips = {}, {}
     for workers in sorted({1, os.cpu_count() or 1}):
         start = time.perf_counter()
-        clips[workers] = [clip for clip, _ in audio.prepare_many(paths, SOURCE_RATE, 1.0, workers)]
+        clips[workers] = [clip for clip, _ in torch_shaping.prepare_many(paths, SOURCE_RATE, 1.0, workers)]
         speeds[f"{workers} worker(s)"] = len(paths) / (time.perf_counter() - start)
     one, every = clips[1], clips[max(clips)]
     identical = all(

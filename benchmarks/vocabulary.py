@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages.fileio import write_json
+from spokenwords.fileio import write_json
 from tools.project import FSDD_ARCHIVE, commit, copy_project, dvc, write_params
 
 RESULTS = Path(__file__).with_name("vocabulary.json")

@@ -1,1 +1,1 @@
-"""DVC pipeline stages and the shared code they use for the spoken-word classifier."""
+"""The DVC stages that `dvc.yaml` runs, one thin module each: read params, call `spokenwords`, write outputs."""

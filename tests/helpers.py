@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from stages.params import DIGITS
+from spokenwords.params import DIGITS
 from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run, write_params
 
 # Parameter counts of each model at its default settings, pinned here once; M5's is the notebook's.
@@ -79,7 +79,7 @@ def write_processed(
     """Write small processed splits in which each label is a noisy tone of its own pitch."""
     import torch
 
-    from stages.processed import save_split
+    from spokenwords.data.processed_splits import save_split
 
     label_names = list(label_names)
 
@@ -106,7 +106,7 @@ def repeat_first_validation_clip(root: Path) -> None:
     """Make every clip of the processed validation split its first one, labels kept: any model gives all of them one
     label, so with as many clips of each label its validation accuracy is one over the labels at every epoch.
     """
-    from stages.processed import load_split, save_split
+    from spokenwords.data.processed_splits import load_split, save_split
 
     path = root / "data" / "processed" / "validation.pt"
     validation = load_split(path)

@@ -8,8 +8,10 @@ import pytest
 import torch
 import yaml
 
-from stages import models, params, sources
-from stages.cli import UserError
+from spokenwords import params
+from spokenwords.cli import UserError
+from spokenwords.data import sources
+from spokenwords.models import architectures
 from tests.helpers import REPO, stage, write_params
 
 
@@ -34,7 +36,7 @@ def keys(section: dict, prefix: str = "") -> set[str]:
 
 def test_the_choices_params_offers_are_the_ones_the_code_knows():
     """params.py names the models and sources without importing torch; these lists must not drift apart."""
-    assert set(params.MODELS) == set(models.MODELS) == set(params.ModelParams().as_dict()) - {"name"}
+    assert set(params.MODELS) == set(architectures.MODELS) == set(params.ModelParams().as_dict()) - {"name"}
     assert set(params.SOURCES) == {*sources.SOURCES, "synthetic"}  # the synthetic set is made, not downloaded
 
 
@@ -106,9 +108,11 @@ def test_bcresnet_n_mels_is_refused_exactly_when_the_model_cannot_run_on_it(n_me
     except UserError as error:
         assert "n_mels must halve three times" in str(error)
         with pytest.raises(RuntimeError):
-            models.build_model(models.model_config(section_unchecked(n_mels), 16000), 10)(torch.zeros(1, 1, 16000))
+            architectures.build_model(architectures.model_config(section_unchecked(n_mels), 16000), 10)(
+                torch.zeros(1, 1, 16000)
+            )
     else:
-        logits = models.build_model(models.model_config(section, 16000), 10)(torch.zeros(1, 1, 16000))
+        logits = architectures.build_model(architectures.model_config(section, 16000), 10)(torch.zeros(1, 1, 16000))
         assert logits.shape == (1, 10)
 
 

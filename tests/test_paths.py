@@ -1,4 +1,4 @@
-"""stages/paths.py and dvc.yaml name the same data files: a path changes in one module, and dvc.yaml with it."""
+"""spokenwords/paths.py and dvc.yaml name the same data files: a path changes in one module, and dvc.yaml with it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from stages import paths
-from stages.splits import SPLIT_NAMES
+from spokenwords import paths
+from spokenwords.data.splits import SPLIT_NAMES
 from tests.helpers import REPO
 
 
@@ -18,13 +18,13 @@ def declared_paths() -> set[str]:
     for stage in stages.values():
         for entry in [*stage.get("deps", []), *stage.get("outs", []), *stage.get("metrics", [])]:
             path = entry if isinstance(entry, str) else next(iter(entry))
-            if not path.startswith("stages/"):
+            if not path.endswith(".py"):
                 found.add(path)
     return found
 
 
 def module_paths() -> set[str]:
-    """The DVC-tracked paths stages/paths.py defines: its constants (apart from the git-ignored logs and state),
+    """The DVC-tracked paths spokenwords/paths.py defines: its constants (apart from the git-ignored logs and state),
     the processed split files and the plot images.
     """
     untracked = {paths.TRAIN_TIMING, paths.EXPORT_LATENCY, paths.TRAIN_STATE}
@@ -36,12 +36,14 @@ def module_paths() -> set[str]:
     return {path.as_posix() for path in constants | splits | images}
 
 
-def test_every_data_path_of_dvc_yaml_is_defined_in_stages_paths():
+def test_every_data_path_of_dvc_yaml_is_defined_in_paths():
     declared = declared_paths()
-    assert declared <= module_paths(), f"dvc.yaml names paths that stages/paths.py lacks: {declared - module_paths()}"
+    assert declared <= module_paths(), (
+        f"dvc.yaml names paths that spokenwords/paths.py lacks: {declared - module_paths()}"
+    )
 
 
-def test_every_path_in_stages_paths_is_declared_in_dvc_yaml():
+def test_every_path_in_paths_is_declared_in_dvc_yaml():
     """Folder outputs (data/raw, plots/images) count as declared when dvc.yaml names them or a file inside them."""
     declared = declared_paths()
     missing = {
@@ -49,15 +51,15 @@ def test_every_path_in_stages_paths_is_declared_in_dvc_yaml():
         for path in module_paths()
         if path not in declared and not any(item.startswith(f"{path}/") for item in declared)
     }
-    assert not missing, f"stages/paths.py defines paths that dvc.yaml never declares: {missing}"
+    assert not missing, f"spokenwords/paths.py defines paths that dvc.yaml never declares: {missing}"
 
 
-def test_no_stage_spells_out_a_path_of_its_own():
-    """Stage modules take their data paths from stages/paths.py; none writes a literal 'data/', 'models/' …"""
+def test_no_module_spells_out_a_path_of_its_own():
+    """Stages and the library take their data paths from spokenwords/paths.py; none writes a literal 'data/' …"""
     literal = ('Path("data/', 'Path("models/', 'Path("metrics/', 'Path("plots/', 'Path("logs/', 'Path("checkpoints/')
     offenders = [
-        module.name
-        for module in (REPO / "stages").glob("*.py")
+        module.relative_to(REPO).as_posix()
+        for module in [*(REPO / "stages").glob("*.py"), *(REPO / "spokenwords").rglob("*.py")]
         if module.name != "paths.py" and any(text in module.read_text() for text in literal)
     ]
-    assert not offenders, f"paths spelled out outside stages/paths.py: {offenders}"
+    assert not offenders, f"paths spelled out outside spokenwords/paths.py: {offenders}"

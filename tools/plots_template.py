@@ -22,7 +22,7 @@ import vl_convert
 from dvc_render.html import PAGE_HTML
 from dvc_render.vega_templates import ConfusionTemplate, Template
 
-from stages.fileio import write_text
+from spokenwords.fileio import write_text
 
 TEMPLATE = Path(".dvc/plots_template.html")
 CONFUSION_TEMPLATE = Path(".dvc/plots/confusion_labels.json")

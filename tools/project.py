@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 FSDD_ARCHIVE = REPO.parent / "shared" / "datasets" / "free-spoken-digit-dataset-1.0.10.tar.gz"
 PROJECT_FILES = (
     "stages",
+    "spokenwords",
     "dvc.yaml",
     "params.yaml",
     ".dvc/config",

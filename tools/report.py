@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from stages.cli import UserError, run
-from stages.fileio import write_text
-from stages.params import PARAMS_FILE
-from stages.paths import EVAL_METRICS, TRAIN_METRICS, image
+from spokenwords.cli import UserError, run
+from spokenwords.fileio import write_text
+from spokenwords.params import PARAMS_FILE
+from spokenwords.paths import EVAL_METRICS, TRAIN_METRICS, image
 
 REPORT = Path("report.html")
 PER_CLASS = ("precision", "recall", "f1", "support")

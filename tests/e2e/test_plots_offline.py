@@ -23,9 +23,9 @@ import yaml
 from dvc_render.base import Renderer
 from dvc_render.html import PAGE_HTML
 
-from stages.processed import load_split
+from spokenwords.data.processed_splits import load_split
 from tests import helpers
-from tests.test_plots_template import axis_labels
+from tests.tools.test_plots_template import axis_labels
 from tools import plots_template
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -21,10 +21,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.audio import BadAudio, prepare
-from stages.models import load_checkpoint
-from stages.processed import load_split
-from stages.sources import DIGITS, write_labels
+from spokenwords.audio.torch_shaping import BadAudio, prepare
+from spokenwords.data.processed_splits import load_split
+from spokenwords.data.sources import DIGITS, write_labels
+from spokenwords.models.checkpoint import load_checkpoint
 from tests.helpers import (
     REPO,
     commit,

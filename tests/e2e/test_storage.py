@@ -26,12 +26,12 @@ import pytest
 import soundfile
 import torch
 
-from stages.archives import extract
-from stages.cli import NoSpace, UserError
-from stages.cli import run as run_main
-from stages.fileio import atomic_dir, atomic_path, write_torch
-from stages.processed import load_split
-from stages.sources import DIGITS
+from spokenwords.cli import NoSpace, UserError
+from spokenwords.cli import run as run_main
+from spokenwords.data.archives import extract
+from spokenwords.data.processed_splits import load_split
+from spokenwords.data.sources import DIGITS
+from spokenwords.fileio import atomic_dir, atomic_path, write_torch
 from tests.helpers import TINY, commit, copy_project, dvc, stage, tone, write_params, write_wav
 
 KB = 1024

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from stages.processed import load_split
+from spokenwords.data.processed_splits import load_split
 from tests.helpers import TINY, commit, copy_project, dvc, run, stage, write_params, write_wav
 
 WORDS = ["lights on", "stop", "go"]
@@ -53,7 +53,7 @@ def test_both_predictors_answer_with_the_vocabulary_and_the_open_set_labels(proj
     rng = np.random.default_rng(0)
     noise = write_wav(tmp_path / "noise.wav", 0.02 * rng.standard_normal(rate).astype(np.float32), rate)
     clip = project / "data/raw" / load_split(project / "data/processed/test.pt")["paths"][0]
-    for module in ("stages.predict", "stages.predict_onnx"):
+    for module in ("spokenwords.predict", "spokenwords.predict_onnx"):
         result = run([sys.executable, "-m", module, "--json", str(clip), str(noise)], project)
         answers = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(answers) == 2

@@ -1,0 +1,1 @@
+"""Audio as the models hear it: decoding and shaping (NumPy and torch), spectrogram front ends, augmentation."""

@@ -1,0 +1,1 @@
+"""Scores and figures of a trained model: classification reports, open-set scores, confusion, plots."""

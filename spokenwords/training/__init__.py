@@ -1,0 +1,1 @@
+"""Training: the loop, data-parallel processes and resumable state."""

@@ -1,0 +1,1 @@
+"""Tests of audio: decoding, shaping and augmentation."""

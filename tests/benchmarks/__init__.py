@@ -1,0 +1,1 @@
+"""Tests of benchmarks: each benchmark runs and prints what it measures."""

@@ -1,0 +1,1 @@
+"""Tests of data: sources, archives, synthesis, splits, the processed split files."""

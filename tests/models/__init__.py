@@ -1,0 +1,1 @@
+"""Tests of models: architectures, the embedding, checkpoints, ONNX export."""

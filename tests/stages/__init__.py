@@ -1,0 +1,1 @@
+"""Tests of stages: what dvc.yaml runs."""

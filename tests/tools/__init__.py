@@ -1,0 +1,1 @@
+"""Tests of tools: the report and the offline plots template."""

@@ -1,0 +1,1 @@
+"""Tests of training: the loop, its options, early stopping, resume and data-parallel runs."""
