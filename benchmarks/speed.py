@@ -10,9 +10,9 @@ is absent. Training rows, in clips per second of a training epoch:
 - the notebook's loop, rebuilt: a Dataset that decodes a 16 kHz wav file per item, a shuffling DataLoader of batch
   256 whose collate_fn pads and resamples each batch to 8 kHz, the notebook's M5 forward (log_softmax, nll_loss),
   Adam, and ``loss.item()`` per batch;
-- ``stages.train.train_epoch`` with M5's plain layer sequence (the train stage before the fast route);
-- ``stages.train.train_epoch`` as the train stage runs it, eager and compiled (``model.compile()``, its compile time
-  reported apart); on CUDA also with bfloat16 autocast;
+- ``spokenwords.training.loop.train_epoch`` with M5's plain layer sequence (the train stage before the fast route);
+- ``spokenwords.training.loop.train_epoch`` as the train stage runs it, eager and compiled (``model.compile()``, its
+  compile time reported apart); on CUDA also with bfloat16 autocast;
 - the arithmetic limit: FLOPs of a training step per clip, from the counted MACs, at the rate of a 2048 x 2048
   float32 matmul measured in the same run.
 

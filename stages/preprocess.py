@@ -2,8 +2,8 @@
 
 Each split is ``<split>.npy``, its waveforms float32 ``[N, 1, samples]``, and ``<split>.pt``: ``labels`` int64
 ``[N]``, ``speakers`` and ``paths``, plus the ``label_names`` (``data/raw/labels.txt``) and the ``sample_rate``
-(``processed.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver them,
-so memory does not grow with the dataset: a split never sits whole in memory, and a skipped file simply writes no
+(``processed_splits.load_split`` reads both). Clips are written to their split's file as the decoding workers deliver
+them, so memory does not grow with the dataset: a split never sits whole in memory, and a skipped file simply writes no
 row. Bad files are skipped and counted in ``report.json``. Clips under ``data/raw/synthetic_train`` all go to the
 training split, after the split rule has shared out the source's own clips, so they never change which speaker a
 LOSO fold tests.

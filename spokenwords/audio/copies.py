@@ -13,11 +13,7 @@ from spokenwords.audio.torch_shaping import locate
 from spokenwords.params import EmbedParams
 
 RATE_STEP = 100  # speed warps are quantised to 100 Hz steps of the source rate, so resampling kernels are reused
-
-
 BAND_STEP = 500  # band limits are quantised to 500 Hz steps of the narrow rate, for the same reason
-
-
 SPEECH_PEAK_DBFS = (-30.0, -1.0)
 
 

@@ -2,8 +2,8 @@
 
 The ONNX predictor (``spokenwords/predict_onnx.py``) runs where torch is not installed, yet must prepare a file exactly
 as ``preprocess`` and ``predict`` do. So decoding lives here and ``spokenwords/audio/torch_shaping.py`` wraps it, and
-``resample``, ``locate`` and ``move`` are numpy twins of torchaudio's ``Resample``, ``audio.locate`` and
-``inference.move``;
+``resample``, ``locate`` and ``move`` are numpy twins of torchaudio's ``Resample``, ``torch_shaping.locate`` and
+``scoring.move``;
 ``tests/audio/test_clips.py`` holds each pair to the same output.
 """
 
@@ -123,8 +123,8 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
 
 
 def locate(samples: np.ndarray, length: int, sample_rate: int) -> np.ndarray:
-    """The ``length``-sample window of ``[frames]`` centred on the spoken word: ``audio.locate`` in numpy (see its
-    docstring for the rule).
+    """The ``length``-sample window of ``[frames]`` centred on the spoken word: ``torch_shaping.locate`` in numpy (see
+    its docstring for the rule).
     """
     frame = max(1, round(FRAME_SECONDS * sample_rate))
     count = math.ceil(samples.size / frame)
@@ -147,8 +147,8 @@ def locate(samples: np.ndarray, length: int, sample_rate: int) -> np.ndarray:
 
 
 def prepare(path: Path, sample_rate: int, clip_seconds: float) -> np.ndarray:
-    """``audio.prepare`` in numpy: decode, mix to mono, resample and cut ``[sample_rate * clip_seconds]`` float32
-    samples centred on the word.
+    """``torch_shaping.prepare`` in numpy: decode, mix to mono, resample and cut ``[sample_rate * clip_seconds]``
+    float32 samples centred on the word.
     """
     samples, rate = read_samples(path, max(MAX_SECONDS, clip_seconds))
     samples = resample(samples, source_rate(rate), sample_rate)
@@ -156,7 +156,7 @@ def prepare(path: Path, sample_rate: int, clip_seconds: float) -> np.ndarray:
 
 
 def move(clips: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """``inference.move`` in numpy: each ``[clips, samples]`` row ``offsets[i]`` samples later (earlier when negative),
+    """``scoring.move`` in numpy: each ``[clips, samples]`` row ``offsets[i]`` samples later (earlier when negative),
     silence where it uncovers the window.
     """
     samples = clips.shape[-1]
@@ -172,7 +172,7 @@ def shift_step(milliseconds: float, sample_rate: int) -> int:
 
 def shifted_copies(clip: np.ndarray, shifts: int, step: int) -> np.ndarray:
     """``[2 * shifts + 1, samples]`` copies of one clip moved by -shifts … shifts times ``step`` samples, the copies
-    ``inference.shifted_probabilities`` scores (the centre one is the clip itself).
+    ``scoring.shifted_probabilities`` scores (the centre one is the clip itself).
     """
     offsets = np.arange(-shifts, shifts + 1) * step
     return move(np.repeat(clip[None], len(offsets), axis=0), offsets)

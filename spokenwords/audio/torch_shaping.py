@@ -27,7 +27,7 @@ from spokenwords.audio.shaping import RATE_STEP as RATE_STEP
 
 
 def read_mono(path: Path, max_seconds: float) -> tuple[torch.Tensor, int]:
-    """Decode at most ``max_seconds`` of ``path`` (``clips.read_samples``), as float32 mono ``[1, frames]``."""
+    """Decode at most ``max_seconds`` of ``path`` (``shaping.read_samples``), as float32 mono ``[1, frames]``."""
     samples, rate = read_samples(path, max_seconds)
     return torch.from_numpy(samples).unsqueeze(0), rate
 

@@ -18,8 +18,6 @@ from spokenwords.paths import PROCESSED, split_file
 from spokenwords.runtime import worker_count
 
 EMBEDDED_MODELS = ("embedding", "ensemble")  # the models with a head on the embedding (the ensemble's first member)
-
-
 CHUNK = 64  # clips per worker task: small enough to stay in cache, large enough to amortise a task's overhead
 
 

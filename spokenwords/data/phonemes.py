@@ -81,7 +81,7 @@ def check_status(lib: ctypes.CDLL, status: int, what: str) -> None:
 
 def load_espeak() -> tuple[ctypes.CDLL, str]:
     """espeak-ng's library from the espeakng-loader wheel, initialised with the wheel's data (never a system
-    install), and that data's folder; the phonemiser here and ``synth.Espeak`` both start from it.
+    install), and that data's folder; the phonemiser here and ``synthesis.Espeak`` both start from it.
     """
     try:
         lib = ctypes.CDLL(espeakng_loader.get_library_path())

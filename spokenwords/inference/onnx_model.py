@@ -26,14 +26,8 @@ FLOAT, INT64, EXTERNAL = 1, 7, 1  # TensorProto's FLOAT and INT64 types, and its
 # written by the export stage: JSON list of label names, sample rate, clip samples, and the inputs the graph takes
 # (comma-separated names)
 METADATA = ("label_names", "sample_rate", "samples", "input")
-
-
 EMBEDDINGS = "embeddings"  # the input of an embedding head: [clips, windows, 96]
-
-
 WAVEFORM = "waveform"  # the input of a whole waveform model: [clips, 1, samples]
-
-
 # The operators of every model this project exports, float32 and int8 (m5, dscnn, bcresnet, embedding, ensemble, at
 # their default and test sizes and every normalisation): collected from the exported files; tests/models/test_export.py
 # exports each model and loads it through this check. By domain ("" is the standard ai.onnx).
@@ -83,17 +77,9 @@ ALLOWED_OPS = {
     ),
     "com.microsoft": frozenset({"QGemm"}),
 }
-
-
 MAX_MODEL_BYTES = 100 * 2**20  # the file and its external data together; this project's models are under 1 MB
-
-
 MAX_DIMENSION = 2**25  # a declared dimension or constant size: above the 23 million samples of 60 s at 384 kHz
-
-
 MAX_VALUES = 2**28  # any one tensor (1 GiB of float32)
-
-
 # Bytes per value of the tensor types a model may hold, by TensorProto data type, and the field that holds them
 # when they are not raw bytes.
 TENSOR_TYPES = {
@@ -111,12 +97,8 @@ TENSOR_TYPES = {
     13: (8, "uint64_data"),  # UINT64
     16: (2, "int32_data"),  # BFLOAT16
 }
-
-
 # The operand that sets how large an op's output is: a constant there is bounded like a declared dimension.
 GROWING = {"Expand": 1, "Pad": 1}
-
-
 SCALAR_ATTRIBUTES = frozenset({1, 2, 3, 6, 7, 8})  # AttributeProto FLOAT, INT, STRING, FLOATS, INTS, STRINGS
 
 

@@ -16,8 +16,6 @@ from spokenwords.models.architectures import MODELS, build_model
 # The layout of a checkpoint (``save_checkpoint``): 1, the first, had the keys below and no ``format``; 2 adds it. Raise
 # it when a change would make an older checkpoint load wrongly or not at all, so that it is refused in one line.
 CHECKPOINT_FORMAT = 2
-
-
 CHECKPOINT_KEYS = ("state_dict", "model", "label_names", "audio")
 
 

