@@ -8,8 +8,7 @@ Kokoro was trained on (``A`` = eɪ, ``I`` = aɪ, ``O`` = oʊ, ``W`` = aʊ, ``Y``
 Process hygiene: espeak-ng keeps hidden global state, which a synthesis process must never inherit (see
 ``spokenwords.data.synthesis``), so importing this module loads nothing; espeak-ng is loaded on the first call, in the
 process that makes it, and kept there with each text's phonemes. Call ``kokoro_phonemes`` only in a process that renders
-no
-espeak-ng audio and forks no synthesis workers: the Kokoro speaker's own worker, or a child process made for the
+no espeak-ng audio and forks no synthesis workers: the Kokoro speaker's own worker, or a child process made for the
 purpose (as the tests do).
 """
 

@@ -12,8 +12,7 @@ Raw layout (``data/raw``), as in Google Speech Commands::
 
 Each recorded source is fetched (``spokenwords.data.fetch``), extracted (``spokenwords.data.archives``) and read by its
 own function into a ``Recording``: each word's clips, the source's split lists and its background noise. ``write_raw``
-then keeps the
-vocabulary the params ask for, in the same way for every source. Which clip goes to which split is
+then keeps the vocabulary the params ask for, in the same way for every source. Which clip goes to which split is
 ``spokenwords.data.splits``'s job.
 """
 

@@ -3,11 +3,10 @@ through the model, and the per-file answers they print.
 
 ``spokenwords/predict.py`` (the PyTorch checkpoint) and ``spokenwords/predict_onnx.py`` (the exported model, no torch)
 differ only in how a file becomes a clip and a batch of clips becomes rankings; one loop here keeps their output and
-exit
-codes the same. With more than one file, files are decoded, resampled and cut (the costly, per-file part) on a pool
-of worker processes, one per core, each on one thread, while the main process runs the model on batches of clips on
-one thread. The workers run at most about two batches ahead of the model and results are taken in input order, so
-memory does not grow with the number of files and every answer is printed in the order given, a batch at a time.
+exit codes the same. With more than one file, files are decoded, resampled and cut (the costly, per-file part) on a pool
+of worker processes, one per core, each on one thread, while the main process runs the model on batches of clips on one
+thread. The workers run at most about two batches ahead of the model and results are taken in input order, so memory
+does not grow with the number of files and every answer is printed in the order given, a batch at a time.
 """
 
 from __future__ import annotations
