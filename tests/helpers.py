@@ -38,6 +38,11 @@ def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.Co
     return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check=check)
 
 
+def predictor(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m spokenwords.<name>`` (``predict`` or ``predict_onnx``) in ``cwd``, as a user would."""
+    return run([sys.executable, "-m", f"spokenwords.{name}", *args], cwd, check=check)
+
+
 @contextlib.contextmanager
 def training_until(root: Path, text: str, timeout: float = 300) -> Iterator[subprocess.Popen]:
     """Start the train stage in ``root`` (its output in ``train.log``) and yield it once ``text`` is in its log (or it

@@ -1,5 +1,6 @@
 """Augmented copies of a clip, made on the waveform before the frozen embedding (which cannot be augmented after it):
-a speed warp, room reverberation, noise, a band limit and a level change, the channels real recordings come through."""
+a speed warp, room reverberation, noise, a band limit and a level change, the channels real recordings come through.
+"""
 
 from __future__ import annotations
 

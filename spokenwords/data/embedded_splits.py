@@ -1,5 +1,6 @@
 """The embedded split files of ``data/embedded``: the frozen speech embedding of every clip and of the training
-clips' augmented copies, made by a pool of one-thread workers so the numbers are the same on any core count."""
+clips' augmented copies, made by a pool of one-thread workers so the numbers are the same on any core count.
+"""
 
 from __future__ import annotations
 

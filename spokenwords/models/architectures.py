@@ -1,7 +1,5 @@
-"""Model architectures, their registry, and the self-contained checkpoint format.
-
-A checkpoint holds the ``state_dict`` plus everything needed to predict without ``params.yaml``:
-the model config, the label names and the preprocessing settings. It loads with ``weights_only=True``.
+"""Model architectures and their registry: each model's config (from its ``params.yaml`` section) builds it, so a
+checkpoint (``spokenwords.models.checkpoint``) can rebuild the model without ``params.yaml``.
 """
 
 from __future__ import annotations

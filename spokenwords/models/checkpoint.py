@@ -1,5 +1,6 @@
 """The self-contained checkpoint: weights with the model's config, labels and audio settings, in a versioned format
-that ``torch.load(weights_only=True)`` reads."""
+that ``torch.load(weights_only=True)`` reads.
+"""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from tests.helpers import (
     copy_project,
     dvc,
     environment,
+    predictor,
     run,
     stage,
     tone,
@@ -180,7 +181,7 @@ def test_predict_reports_each_bad_file_and_predicts_the_rest(tmp_path):
         write_case(tmp_path / "in" / case_path(kind), kind)
         names.append(f"in/{case_path(kind)}")
     before = files_under(tmp_path)
-    result = stage("predict", tmp_path, *names, "missing.wav", check=False)
+    result = predictor("predict", tmp_path, *names, "missing.wav", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert files_under(tmp_path) == before
     predicted = [line.split(": ")[0] for line in result.stdout.splitlines()]

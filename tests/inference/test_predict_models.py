@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from spokenwords.inference.onnx_model import ALLOWED_OPS, MAX_DIMENSION
-from tests.helpers import stage, tone, write_wav
+from tests.helpers import predictor, tone, write_wav
 from tests.inference.test_predict import predict, processes_with
 
 RATE = 8000
@@ -264,7 +264,7 @@ def test_a_model_that_is_not_one_is_refused_in_one_line(folder):
 def test_the_pytorch_predictor_takes_no_onnx_model(folder):
     """``spokenwords.predict`` loads only checkpoints, with ``weights_only``: an ONNX file is refused as one."""
     write(small_model(), folder / "model.onnx")
-    result = stage("predict", folder, "--model", "model.onnx", *WORDS, check=False)
+    result = predictor("predict", folder, "--model", "model.onnx", *WORDS, check=False)
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
     assert (
         result.stderr.startswith("error: model.onnx is not a safe model checkpoint (")

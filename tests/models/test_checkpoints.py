@@ -12,7 +12,7 @@ import torch
 
 from spokenwords.models.architectures import M5
 from spokenwords.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from tests.helpers import stage, tone, write_params, write_processed, write_wav
+from tests.helpers import predictor, stage, tone, write_params, write_processed, write_wav
 
 AUDIO = {"sample_rate": 8000, "samples": 8000}
 LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -78,7 +78,7 @@ def test_evaluate_refuses_a_stale_checkpoint_in_one_line_and_writes_nothing(tmp_
 def test_predict_refuses_a_checkpoint_of_the_first_layout(tmp_path):
     write_stale(tmp_path, "first layout")
     write_wav(tmp_path / "word.wav", tone(500, 8000, 0.7), 8000)
-    result = stage("predict", tmp_path, "word.wav", check=False)
+    result = predictor("predict", tmp_path, "word.wav", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr and not result.stdout
     assert result.stderr.splitlines() == [
         "error: models/model.pt has checkpoint format 1, written by an older version of this project (this one reads "

@@ -19,6 +19,7 @@ from spokenwords.models.architectures import DSCNN, EmbeddingClassifier, Ensembl
 from spokenwords.models.checkpoint import load_checkpoint
 from tests.helpers import (
     PARAMETERS,
+    predictor,
     repeat_first_validation_clip,
     stage,
     tone,
@@ -99,8 +100,8 @@ def test_evaluate_plot_and_export_take_the_ensemble(trained):
     assert metrics["model"] == "ensemble" and metrics["input"] == "embeddings,waveform"
     assert metrics["float32"]["agreement"] == 1.0 and metrics["int8"]["size_bytes"] < metrics["float32"]["size_bytes"]
     write_wav(root / "word.wav", tone(650, 16000, 0.6), 16000)
-    ours = json.loads(stage("predict_onnx", root, "--json", "word.wav").stdout)  # the torch-free predictor
-    theirs = json.loads(stage("predict", root, "--json", "word.wav").stdout)
+    ours = json.loads(predictor("predict_onnx", root, "--json", "word.wav").stdout)  # the torch-free predictor
+    theirs = json.loads(predictor("predict", root, "--json", "word.wav").stdout)
     assert ours["label"] == theirs["label"] and ours["probability"] == pytest.approx(theirs["probability"], abs=1e-4)
 
 
@@ -108,7 +109,7 @@ def test_predict_answers_with_the_ensembles_averaged_probability(trained):
     root = trained[0]
     model, checkpoint = load_checkpoint(root / "models/model.pt")
     path = write_wav(root / "clip.wav", tone(650, 22050, 0.6), 22050)  # another rate, shorter than the window
-    result = stage("predict", root, "--json", "--model", "models/model.pt", "clip.wav")
+    result = predictor("predict", root, "--json", "--model", "models/model.pt", "clip.wav")
     answer = json.loads(result.stdout)
     with torch.no_grad():
         expected = model(prepare(path, 16000, 1.0).unsqueeze(0)).exp()[0]

@@ -26,6 +26,7 @@ from tests.helpers import (
     commit,
     copy_project,
     dvc,
+    predictor,
     run,
     stage,
     tone,
@@ -179,7 +180,7 @@ def test_onnx_predict_runs_without_torch_and_matches_predict(exported):
     root, _, rate = exported
     names = recordings(root, rate)
     for options in ([], ["--test-time-shifts", "2", "--shift-step-ms", "40"]):
-        torch_run = stage("predict", root, "--json", *options, *names, check=False)
+        torch_run = predictor("predict", root, "--json", *options, *names, check=False)
         onnx_run = without_torch("spokenwords.predict_onnx", root, "--json", *options, *names, check=False)
         assert onnx_run.returncode == torch_run.returncode == 1, onnx_run.stderr
         assert "Traceback" not in onnx_run.stderr and "is blocked" not in onnx_run.stderr

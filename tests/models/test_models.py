@@ -19,7 +19,7 @@ from spokenwords.inference.scoring import shifted_probabilities
 from spokenwords.models.architectures import M5, SpectrogramModel, build_model, count_parameters, model_config
 from spokenwords.models.checkpoint import load_checkpoint, save_checkpoint
 from spokenwords.runtime import select_device, use_amp
-from tests.helpers import PARAMETERS, stage, tone, write_params, write_wav
+from tests.helpers import PARAMETERS, predictor, tone, write_params, write_wav
 
 
 def test_m5_has_the_notebooks_parameter_count_and_shapes():
@@ -69,7 +69,7 @@ def test_checkpoint_round_trip_through_predict(tmp_path):
     stereo_44k = write_wav(tmp_path / "stereo.wav", torch.randn(44100, 2).numpy() * 0.1, 44100)
     mono_8k = write_wav(tmp_path / "mono.wav", tone(500, 8000, 0.7), 8000)
     (tmp_path / "empty.wav").write_bytes(b"")
-    result = stage(
+    result = predictor(
         "predict",
         tmp_path,
         "--json",
@@ -103,11 +103,11 @@ def test_predict_answers_no_speech_for_silence_and_finds_a_late_word(tmp_path):
     late = np.concatenate([np.zeros(int(8000 * 1.3), np.float32), word, np.zeros(8000 * 2, np.float32)])
     write_wav(tmp_path / "late.wav", late, 8000)
     write_wav(tmp_path / "alone.wav", word, 8000)
-    result = stage("predict", tmp_path, "--json", "--model", "model.pt", "silence.wav", "late.wav", "alone.wav")
+    result = predictor("predict", tmp_path, "--json", "--model", "model.pt", "silence.wav", "late.wav", "alone.wav")
     silence, found, alone = (json.loads(line) for line in result.stdout.splitlines())
     assert silence["label"] is None and silence["no_speech"] and "no speech found" in silence["reason"]
     assert found["label"] == alone["label"] and found["probability"] == pytest.approx(alone["probability"], abs=1e-4)
-    text = stage("predict", tmp_path, "--model", "model.pt", "silence.wav").stdout
+    text = predictor("predict", tmp_path, "--model", "model.pt", "silence.wav").stdout
     assert text.startswith("silence.wav: no speech found")
 
 
@@ -122,7 +122,7 @@ def test_predict_uses_the_test_time_shifts_that_evaluate_scores(tmp_path):
     write_params(tmp_path, evaluate={"test_time_shifts": 2, "shift_step_ms": 50})
 
     def predicted(*options: str) -> float:
-        result = stage("predict", tmp_path, "--json", "--model", "model.pt", *options, "mono.wav")
+        result = predictor("predict", tmp_path, "--json", "--model", "model.pt", *options, "mono.wav")
         return json.loads(result.stdout)["probability"]
 
     averaged = shifted_probabilities(model, waveform, 1, shifts=2, step=400).mean(dim=0)[0].max().item()
@@ -130,7 +130,7 @@ def test_predict_uses_the_test_time_shifts_that_evaluate_scores(tmp_path):
     assert abs(averaged - plain) > 1e-5, "an untrained model is nearly uniform, but the shifts must still show"
     assert predicted() == pytest.approx(averaged, abs=1e-6), "the default comes from params.yaml's evaluate section"
     assert predicted("--test-time-shifts", "0") == pytest.approx(plain, abs=1e-6)
-    bad = stage("predict", tmp_path, "--test-time-shifts", "-1", "mono.wav", check=False)
+    bad = predictor("predict", tmp_path, "--test-time-shifts", "-1", "mono.wav", check=False)
     assert bad.returncode == 2 and "--test-time-shifts must be >= 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
