@@ -24,6 +24,9 @@ def test_an_interrupted_synthesis_stops_every_worker_and_writes_nothing(tmp_path
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job has
+        # and Ctrl-C's default action, as a foreground job has: a test run started in the background of a script
+        # inherits SIGINT ignored, and so would the stage
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     workers: list[psutil.Process] = []
     deadline = time.monotonic() + 120

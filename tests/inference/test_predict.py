@@ -299,38 +299,25 @@ def test_a_worker_that_dies_ends_the_run_in_one_line(project, recordings, tmp_pa
     assert processes_with(marker) == []
 
 
-def test_memory_stays_flat_from_100_to_1000_files(project, recordings, tmp_path):
-    root = project("embedding")
-    for index in range(1000):
-        (tmp_path / f"{index:04d}.wav").symlink_to(recordings[index % len(recordings)])
-    files = sorted(path.name for path in tmp_path.iterdir())
-    model = str(root / "models/model.onnx")
-    few, many = (
-        measure("spokenwords.predict_onnx", tmp_path, "--json", "--model", model, *files[:n]) for n in (100, 1000)
-    )
-    assert few.returncode == many.returncode == 0 and len(many.output.splitlines()) == 1000
-    assert many.main_rss_mb - few.main_rss_mb < 30 and many.workers_rss_mb - few.workers_rss_mb < 30, (few, many)
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
-def test_10000_files_some_unreadable_in_flat_memory(project, recordings, tmp_path, module):
-    """The issue's scale: 10,000 files, 1 in 100 corrupt, against 100: peak memory grows by under 100 MB in the
-    main process and in the workers, every corrupt file is reported once, and the run exits 1.
+def test_1000_files_some_unreadable_in_flat_memory(project, recordings, tmp_path, module):
+    """1,000 files, 1 in 100 corrupt, against 100: peak memory grows by under 30 MB in the main process and in the
+    workers, every corrupt file is reported once, in order, and the run exits 1. The issue's scale, 10,000 files, is
+    measured by ``benchmarks.predict_throughput --memory 100 10000``.
     """
     root = project("embedding")
     (tmp_path / "corrupt.bin").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt junk")
     files = []
-    for index in range(10_000):
-        name = f"{index:05d}.wav"
+    for index in range(1000):
+        name = f"{index:04d}.wav"
         (tmp_path / name).symlink_to(
             tmp_path / "corrupt.bin" if index % 100 == 50 else recordings[index % len(recordings)]
         )
         files.append(name)
     model = str(root / ("models/model.pt" if module == "spokenwords.predict" else "models/model.onnx"))
-    few = measure(module, tmp_path, "--json", "--model", model, *files[:100])
-    many = measure(module, tmp_path, "--json", "--model", model, *files)
+    few, many = (measure(module, tmp_path, "--json", "--model", model, *files[:n]) for n in (100, 1000))
     assert few.returncode == many.returncode == 1 and "Traceback" not in many.output
     errors = [line for line in many.output.splitlines() if line.startswith("error: ")]
     assert [line.split(" (")[0] for line in errors] == [f"error: {name}: not readable audio" for name in files[50::100]]
-    assert many.main_rss_mb - few.main_rss_mb < 100 and many.workers_rss_mb - few.workers_rss_mb < 100, (few, many)
+    assert sum(line.startswith("{") for line in many.output.splitlines()) == 1000  # an answer for every file
+    assert many.main_rss_mb - few.main_rss_mb < 30 and many.workers_rss_mb - few.workers_rss_mb < 30, (few, many)
