@@ -88,6 +88,12 @@ ROWS: dict[str, list[str]] = {
     "embedding-kokoro-1000": ["data.kokoro_clips=1000"],
     # the default with a band limit (cutoff 3.5 to 7 kHz) on 30 % of its augmented copies: narrowband channels
     "embedding-band-limit": ["embed.band_limit_prob=0.3"],
+    # a quicker first run (issue 34): half of Piper's clips (its one voice, warped) and half the epochs, every voice of
+    # the default kept; and the same with two augmented copies of each clip instead of three
+    "embedding-lean": ["data.piper_clips=1500", "train.epochs=20", "train.warmup_epochs=2"],
+    "embedding-lean-copies-2": ["data.piper_clips=1500", "train.epochs=20", "train.warmup_epochs=2", "embed.copies=2"],
+    # the default data trained for half the epochs (the one-cycle schedule scaled with them)
+    "embedding-epochs-20": ["train.epochs=20", "train.warmup_epochs=2"],
     "embedding-synth": EMBEDDING_SYNTH,
     # embedding-synth scored as the average over 5 copies of each test clip, moved by 0, ± 25 and ± 50 ms
     "embedding-synth-tta": [*EMBEDDING_SYNTH, "evaluate.test_time_shifts=2"],

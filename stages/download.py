@@ -11,11 +11,7 @@ import sys
 from spokenwords import params
 from spokenwords.cli import run
 from spokenwords.data.raw import download
-from spokenwords.data.sources import (
-    clip_paths,
-    read_list,
-    synthetic_train_paths,
-)
+from spokenwords.data.sources import clip_paths, read_list, synthetic_train_paths
 from spokenwords.fileio import atomic_dir
 from spokenwords.params import DataParams
 from spokenwords.paths import RAW

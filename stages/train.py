@@ -12,18 +12,9 @@ from spokenwords.cli import run
 from spokenwords.fileio import write_json, write_text
 from spokenwords.models.checkpoint import save_checkpoint
 from spokenwords.params import AugmentParams, ModelParams, TrainParams
-from spokenwords.paths import (
-    HISTORY,
-    MODEL,
-    TRAIN_METRICS,
-    TRAIN_TIMING,
-)
+from spokenwords.paths import HISTORY, MODEL, TRAIN_METRICS, TRAIN_TIMING
 from spokenwords.runtime import select_device
-from spokenwords.training.distributed import (
-    check_launch,
-    current_world,
-    launch,
-)
+from spokenwords.training.distributed import check_launch, current_world, launch
 from spokenwords.training.loop import Trained, ensemble_metrics, history_csv, member_metrics, train
 
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spokenwords.cli import UserError
-from spokenwords.data.sources import (
-    SYNTHETIC_TRAIN,
-    Vocabulary,
-    obtain,
-    write_labels,
-    write_speaker_disjoint_lists,
-)
+from spokenwords.data.sources import SYNTHETIC_TRAIN, Vocabulary, obtain, write_labels, write_speaker_disjoint_lists
 from spokenwords.fileio import ensure_space
 from spokenwords.params import DataParams
 

@@ -39,13 +39,7 @@ from spokenwords.models.architectures import (
     takes_embeddings,
 )
 from spokenwords.params import AugmentParams, ModelParams, TrainParams
-from spokenwords.paths import (
-    EMBEDDED,
-    PROCESSED,
-    TRAIN_STATE,
-    member_state,
-    split_file,
-)
+from spokenwords.paths import EMBEDDED, PROCESSED, TRAIN_STATE, member_state, split_file
 from spokenwords.runtime import autocast, seed_everything, select_device, use_amp, use_compile
 from spokenwords.training.distributed import (
     RanksStopping,
