@@ -63,6 +63,7 @@ POLL_SECONDS = 5
 LOG_LINES = 20  # lines of a failed queued run's log that are shown
 BUSY = ("Queued", "Running")  # the queue's states of a task that has not ended
 SHOW_ATTEMPTS = 3  # tries of `dvc exp show` while the queue cleans up after a run
+VANISHED = ("does not exist", "No such file or directory")  # what `dvc exp show` says of a run cleaned up under it
 
 # Each row: the `-S` overrides on top of params.yaml (the embedding model). The waveform rows start from the
 # notebook's run (M5 at 8 kHz, its loop; tools/notebook.py) and change what they name.
@@ -337,12 +338,14 @@ def wait_for(root: Path, runs: list[Run]) -> Iterator[tuple[Run, str, int | None
 def experiment_metrics(root: Path) -> dict[str, dict[str, dict]]:
     """Every experiment's metrics files by experiment name, from `dvc exp show --json`.
 
-    While a queue worker removes a finished run's temporary workspace, `dvc exp show` can fail on it ("directory
-    .dvc/tmp/exps/tmp.../.dvc does not exist", seen once in CI); it is asked again after a pause.
+    While a queue worker removes a finished run's temporary workspace or its run file, `dvc exp show` can fail on it
+    ("directory .dvc/tmp/exps/tmp.../.dvc does not exist", or "[Errno 2] No such file or directory:
+    .../.dvc/tmp/exps/run/<id>/<id>.run", each seen in CI); it is asked again after a pause.
     """
     for attempt in range(SHOW_ATTEMPTS):
         result = dvc(root, "exp", "show", "--json", check=False)
-        if result.returncode == 0 or "does not exist" not in result.stderr or attempt == SHOW_ATTEMPTS - 1:
+        vanished = any(text in result.stderr for text in VANISHED)
+        if result.returncode == 0 or not vanished or attempt == SHOW_ATTEMPTS - 1:
             break
         time.sleep(POLL_SECONDS)
     if result.returncode != 0:
