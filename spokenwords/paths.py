@@ -22,6 +22,7 @@ HISTORY = Path("plots/train_history.csv")
 CONFUSION = Path("plots/confusion.csv")
 IMAGES = Path("plots/images")
 IMAGE_NAMES = ("learning_curves", "confusion_matrix", "kernels", "waveforms")
+SPLIT_NAMES = ("train", "validation", "test")  # each a file in data/processed and data/embedded (split_file)
 
 TRAIN_TIMING = Path("logs/train_timing.json")
 EXPORT_LATENCY = Path("logs/export_latency.json")

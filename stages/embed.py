@@ -18,10 +18,9 @@ import sys
 from spokenwords import params
 from spokenwords.cli import run
 from spokenwords.data.embedded_splits import EMBEDDED_MODELS, embed_split, embedded_bytes
-from spokenwords.data.splits import SPLIT_NAMES
 from spokenwords.fileio import atomic_dir, ensure_space, write_json, write_torch
 from spokenwords.params import EmbedParams, ModelParams
-from spokenwords.paths import EMBEDDED, split_file
+from spokenwords.paths import EMBEDDED, SPLIT_NAMES, split_file
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from spokenwords import paths
-from spokenwords.data.splits import SPLIT_NAMES
+from spokenwords.paths import SPLIT_NAMES
 from tests.helpers import REPO
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from spokenwords.cli import UserError
 from spokenwords.data.sources import speaker_disjoint, speaker_of
-
-SPLIT_NAMES = ("train", "validation", "test")
+from spokenwords.paths import SPLIT_NAMES
 
 
 def split_of(relpath: str, lists: dict[str, set[str]]) -> str:

@@ -13,7 +13,7 @@ import torch
 from spokenwords.audio.torch_shaping import prepare
 from spokenwords.data.processed_splits import load_split, save_split
 from spokenwords.data.sources import DIGITS, write_labels
-from spokenwords.data.splits import SPLIT_NAMES
+from spokenwords.paths import SPLIT_NAMES
 from tests.helpers import tone, write_params, write_wav
 from tools.project import measure
 

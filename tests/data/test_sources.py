@@ -14,7 +14,7 @@ import torch
 
 from spokenwords.data.processed_splits import load_split
 from spokenwords.data.sources import DIGITS, read_list, speaker_disjoint, speaker_of, write_labels
-from spokenwords.data.splits import SPLIT_NAMES
+from spokenwords.paths import SPLIT_NAMES
 from tests.helpers import FSDD_ARCHIVE, stage, tone, write_params, write_wav
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from spokenwords.data.processed_splits import load_split
 from spokenwords.data.sources import read_labels, read_list, speaker_of
-from spokenwords.data.splits import SPLIT_NAMES
+from spokenwords.paths import SPLIT_NAMES
 from tests.helpers import stage, tone, write_params, write_wav
 
 WORDS = ["lights on", "lights off", "stop"]
