@@ -29,6 +29,19 @@ TINY = {
     "export": {"latency_clips": 10, "max_int8_drop": 100.0},
 }
 
+# M5 with on-device augmentation and a one-cycle schedule, for the tests that stop and resume training: the run draws
+# from the shuffle, augmentation and global generators and steps the schedule, so a resume that missed any of their
+# states would end elsewhere.
+RESUMABLE_TRAIN = {
+    "epochs": 6,
+    "batch_size": 8,
+    "device": "cpu",
+    "augment": True,
+    "schedule": "onecycle",
+    "warmup_epochs": 1.0,
+    "lr": 0.005,
+}
+
 # Re-exported: the tests reach the project through tests.helpers, the benchmarks through tools.project.
 __all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run", "write_params"]
 

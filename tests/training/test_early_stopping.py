@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.helpers import (
+    RESUMABLE_TRAIN,
     assert_same_run,
     repeat_first_validation_clip,
     run,
@@ -24,18 +25,9 @@ from tests.helpers import (
 )
 
 STATE = Path("checkpoints/train_state.pt")
-# M5 with augmentation and a one-cycle schedule, as tests/training/test_resume.py: a resume that missed a generator's or
-# the schedule's state would end elsewhere
-TRAIN = {
-    "epochs": 30,
-    "batch_size": 8,
-    "device": "cpu",
-    "augment": True,
-    "schedule": "onecycle",
-    "warmup_epochs": 1.0,
-    "lr": 0.005,
-    "patience": 5,
-}
+# the resume tests' run, longer and with patience: a resume that missed a generator's or the schedule's state would
+# stop elsewhere
+TRAIN = {**RESUMABLE_TRAIN, "epochs": 30, "patience": 5}
 # the run above on the split below: best accuracy at epoch 1, then 5 epochs without a better one
 STOPPED = 6
 

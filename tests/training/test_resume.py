@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import assert_same_run, stage, training_until, write_params, write_processed
+from tests.helpers import RESUMABLE_TRAIN, assert_same_run, stage, training_until, write_params, write_processed
 
 STATE = Path("checkpoints/train_state.pt")
-# M5 with on-device augmentation and a one-cycle schedule: the run draws from the shuffle, augmentation and global
-# generators and steps the schedule, so a resume that missed any of their states would end elsewhere.
-TRAIN = {
-    "epochs": 6,
-    "batch_size": 8,
-    "device": "cpu",
-    "augment": True,
-    "schedule": "onecycle",
-    "warmup_epochs": 1.0,
-    "lr": 0.005,
-}
+TRAIN = RESUMABLE_TRAIN
 
 
 def project(root: Path, **train) -> Path:
