@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import runpy
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,9 +51,68 @@ RESUMABLE_TRAIN = {
 __all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run", "write_params"]
 
 
+# The modules a stage process starts with, imported once by the server that forks each stage run (see ``stage``).
+STAGES = ("download", "preprocess", "embed", "train", "evaluate", "transfer", "export", "plot")
+STAGE_PRELOAD = [*(f"stages.{name}" for name in STAGES), "spokenwords.predict", "tests.helpers"]
+STAGE_TIMEOUT = 900  # seconds, as ``tools.project.run`` allows a command
+
+
+def _stage_context() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(STAGE_PRELOAD)
+    return context
+
+
+def _run_as_main(module: str, cwd: str, args: list[str], env: dict[str, str], stdout: str, stderr: str) -> None:
+    """In a forked stage process: what ``python -m module *args`` does in ``cwd``, its output going to two files."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for descriptor, path in ((1, stdout), (2, stderr)):
+        handle = os.open(path, os.O_WRONLY)
+        os.dup2(handle, descriptor)
+        os.close(handle)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 (fd 1 outlives this function)
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a fresh interpreter's handlers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.argv = [module, *args]
+    sys.path.insert(0, cwd)  # `python -m` puts the working folder first
+    sys.modules.pop(module, None)  # preloaded for its imports; runpy warns when the module it runs is already there
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
 def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m stages.<name>`` in ``cwd``, the way ``dvc repro`` does."""
-    return run([sys.executable, "-m", f"stages.{name}", *args], cwd, check=check)
+    """Run ``python -m stages.<name>`` in ``cwd``, the way ``dvc repro`` does: its own process, exit code and output.
+
+    The process is forked from a server that imported torch and the stages once (``multiprocessing``'s forkserver),
+    so it starts in milliseconds: a fresh interpreter spends about 2 s importing torch, which was 40 % of the suite's
+    time. It gets the environment of a real stage run (``environment()``); tests that signal a stage or measure its
+    memory start a real ``python -m`` instead (``training_until``, ``tools.project.measure``).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        stdout, stderr = Path(folder, "stdout"), Path(folder, "stderr")
+        stdout.touch()
+        stderr.touch()
+        module = f"stages.{name}"
+        process = _stage_context().Process(
+            target=_run_as_main, args=(module, str(cwd), list(args), environment(), str(stdout), str(stderr))
+        )
+        process.start()
+        process.join(STAGE_TIMEOUT)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+            raise subprocess.TimeoutExpired([module, *args], STAGE_TIMEOUT)
+        result = subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args],
+            process.exitcode,
+            stdout.read_text(errors="replace"),
+            stderr.read_text(errors="replace"),
+        )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{result.args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def predictor(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
