@@ -62,7 +62,7 @@ RUN_TIMEOUT = 3600  # seconds one run may take
 POLL_SECONDS = 5
 LOG_LINES = 20  # lines of a failed queued run's log that are shown
 BUSY = ("Queued", "Running")  # the queue's states of a task that has not ended
-SHOW_ATTEMPTS = 12  # tries of `dvc exp show` (a minute) while the queue cleans up after a run
+SHOW_ATTEMPTS, SHOW_PAUSE = 12, 5  # tries of `dvc exp show`, seconds apart, while the queue cleans up after a run
 VANISHED = ("does not exist", "No such file or directory")  # what `dvc exp show` says of a run cleaned up under it
 
 # Each row: the `-S` overrides on top of params.yaml (the embedding model). The waveform rows start from the
@@ -347,7 +347,7 @@ def experiment_metrics(root: Path) -> dict[str, dict[str, dict]]:
         vanished = any(text in result.stderr for text in VANISHED)
         if result.returncode == 0 or not vanished or attempt == SHOW_ATTEMPTS - 1:
             break
-        time.sleep(POLL_SECONDS)
+        time.sleep(SHOW_PAUSE)
     if result.returncode != 0:
         raise GridError(f"`dvc exp show` failed in {root}: {result.stderr.strip()}")
     shown = json.loads(result.stdout)

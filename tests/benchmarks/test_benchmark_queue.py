@@ -38,6 +38,16 @@ def run_grid(root, runs: list[bench.Run]) -> tuple[dict, str, str]:
     return collected, message, stderr.getvalue()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_polls():
+    """The queue asked for its tasks' states every half second rather than every 5 s: tiny runs end in seconds, and
+    a worker of the test run would otherwise wait up to 5 s after each.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "POLL_SECONDS", 0.5)
+        yield
+
+
 @pytest.fixture(scope="module")
 def queued(tmp_path_factory):
     """One good run and one whose params the train stage refuses, queued side by side in a tiny project."""
