@@ -51,9 +51,10 @@ RESUMABLE_TRAIN = {
 __all__ = ["FSDD_ARCHIVE", "PARAMETERS", "REPO", "commit", "copy_project", "dvc", "environment", "run", "write_params"]
 
 
-# The modules a stage process starts with, imported once by the server that forks each stage run (see ``stage``).
+# The modules a stage process starts with, imported once by the server that forks each stage run (see ``stage``);
+# tests.helpers holds the function the forked process runs.
 STAGES = ("download", "preprocess", "embed", "train", "evaluate", "transfer", "export", "plot")
-STAGE_PRELOAD = [*(f"stages.{name}" for name in STAGES), "spokenwords.predict", "tests.helpers"]
+STAGE_PRELOAD = [*(f"stages.{name}" for name in STAGES), "tests.helpers"]
 STAGE_TIMEOUT = 900  # seconds, as ``tools.project.run`` allows a command
 
 
@@ -86,9 +87,10 @@ def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.Co
     """Run ``python -m stages.<name>`` in ``cwd``, the way ``dvc repro`` does: its own process, exit code and output.
 
     The process is forked from a server that imported torch and the stages once (``multiprocessing``'s forkserver),
-    so it starts in milliseconds: a fresh interpreter spends about 2 s importing torch, which was 40 % of the suite's
-    time. It gets the environment of a real stage run (``environment()``); tests that signal a stage or measure its
-    memory start a real ``python -m`` instead (``training_until``, ``tools.project.measure``).
+    so it starts in milliseconds: a fresh interpreter spends about 2 s importing torch, about a fifth of the suite's
+    CPU time over its 160 stage runs. It gets the environment of a real stage run (``environment()``); tests that
+    signal a stage or measure its memory start a real ``python -m`` instead (``training_until``,
+    ``tools.project.measure``).
     """
     with tempfile.TemporaryDirectory() as folder:
         stdout, stderr = Path(folder, "stdout"), Path(folder, "stderr")
