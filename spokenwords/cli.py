@@ -8,7 +8,9 @@ wherever it is raised and however a library wrapped it, into one line; ``spokenw
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -83,7 +85,7 @@ def environment_error(error: BaseException) -> UserError | None:
 
 def run(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` and turn ``UserError``, a full or read-only disk and Ctrl-C into a message and an
-    exit code.
+    exit code, and a reader of stdout that has gone (``predict ... | head``) into a quiet stop.
     """
     try:
         main()
@@ -93,6 +95,11 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted: no output was written", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # as a Unix tool that SIGPIPE ends: no message, 128 + SIGPIPE; stdout goes to /dev/null so that Python's
+        # flush at exit does not fail on the closed pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
     except Exception as error:
         line = environment_error(error)
         if line is None:

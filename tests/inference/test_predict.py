@@ -274,6 +274,38 @@ def test_the_workers_are_gone_when_the_command_ends(project, recordings, tmp_pat
     assert processes_with(marker) == []
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_a_reader_that_stops_early_ends_the_run_quietly(project, recordings, tmp_path, module):
+    """``predict --json … | head -1``: once the reader has closed the pipe, the run stops as a Unix tool that SIGPIPE
+    ends would, with 141 and no traceback, and leaves no process behind. 1,000 answers outgrow the pipe's buffer, so
+    the predictor is still writing when the pipe closes.
+    """
+    root = project("embedding")
+    for index in range(1000):
+        (tmp_path / f"{index:04d}.wav").symlink_to(recordings[index % len(recordings)])
+    files = sorted(path.name for path in tmp_path.iterdir())
+    model = str(root / ("models/model.pt" if module == "spokenwords.predict" else "models/model.onnx"))
+    marker = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, "--json", "--model", model, *files],
+        cwd=tmp_path,
+        env={**environment(), MARKER: marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read()
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert json.loads(first)["file"] == files[0]
+    assert code == 128 + signal.SIGPIPE and errors == "", errors
+    assert processes_with(marker) == []
+
+
 def test_a_worker_that_dies_ends_the_run_in_one_line(project, recordings, tmp_path):
     """A worker killed (as by the kernel's OOM killer) ends the run with one line naming its files; the others go."""
     root = project("embedding")
