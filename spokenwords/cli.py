@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
 import signal
 import sys
@@ -83,6 +84,16 @@ def environment_error(error: BaseException) -> UserError | None:
     return None
 
 
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has closed: polling its writing end then reports an error."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout
+        return False
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` and turn ``UserError``, a full or read-only disk and Ctrl-C into a message and an
     exit code, and a reader of stdout that has gone (``predict ... | head``) into a quiet stop.
@@ -96,6 +107,8 @@ def run(main: Callable[[], None]) -> None:
         print("interrupted: no output was written", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
+        if not stdout_reader_gone():  # another pipe broke (a worker's): a fault, not the user's reader leaving
+            raise
         # as a Unix tool that SIGPIPE ends: no message, 128 + SIGPIPE; stdout goes to /dev/null so that Python's
         # flush at exit does not fail on the closed pipe again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -5,6 +5,7 @@ Real models (exported by the export stage), real audio files, real subprocesses.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spokenwords.cli import run as run_main
 from tests.helpers import FSDD_ARCHIVE, environment, stage, tone, write_wav
 from tests.models.test_export import WITHOUT_TORCH
 from tests.models.test_export import project as untrained_project
@@ -304,6 +306,18 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(project, recordings, tmp
     assert json.loads(first)["file"] == files[0]
     assert code == 128 + signal.SIGPIPE and errors == "", errors
     assert processes_with(marker) == []
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_not_taken_for_a_reader_that_left():
+    """A worker's broken pipe is a fault to show, not a quiet stop: stdout here is pytest's capture file, not a
+    closed pipe.
+    """
+
+    def main() -> None:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        run_main(main)
 
 
 def test_a_worker_that_dies_ends_the_run_in_one_line(project, recordings, tmp_path):
