@@ -18,7 +18,7 @@ import numpy as np
 import soundfile
 
 from spokenwords.params import DIGITS
-from tools.project import FSDD_ARCHIVE, REPO, commit, copy_project, dvc, environment, run, write_params
+from tools.project import FSDD_ARCHIVE, REPO, checked, commit, copy_project, dvc, environment, run, write_params
 
 # Parameter counts of each model at its default settings, pinned here once; M5's is the notebook's.
 PARAMETERS = {"m5": 25_290, "dscnn": 23_050, "bcresnet": 17_056, "embedding": 93_386}
@@ -112,9 +112,7 @@ def stage(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.Co
             stdout.read_text(errors="replace"),
             stderr.read_text(errors="replace"),
         )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{result.args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    return checked(result) if check else result
 
 
 def predictor(name: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

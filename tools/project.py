@@ -47,12 +47,17 @@ def environment() -> dict[str, str]:
     return env
 
 
+def checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result`` of a command that succeeded; for one that failed, the test fails showing its output."""
+    if result.returncode != 0:
+        raise AssertionError(f"{result.args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a command and return its result; with ``check``, fail the test showing its output."""
     result = subprocess.run(args, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
+    return checked(result) if check else result
 
 
 @dataclass(frozen=True)
